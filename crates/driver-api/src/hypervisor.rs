@@ -1,0 +1,1 @@
+//! The hypervisor port (owned by the VM driver work).

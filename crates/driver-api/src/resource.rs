@@ -1,0 +1,1 @@
+//! The resource-agent port (owned by the OCF driver work).
