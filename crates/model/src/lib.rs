@@ -1,1 +1,18 @@
-//! placeholder
+//! hafen's vocabulary: replicated cluster state, the commands that change it, and their validation (pure, no I/O).
+//!
+//! Everything here is deterministic: time comes in with each command ([`Envelope::now_ms`]),
+//! maps are `BTreeMap`s, and [`ClusterState::apply`] either applies a command whole or
+//! refuses it with a [`Rejection`] and leaves the state untouched.
+
+pub mod command;
+pub mod config;
+pub mod membership;
+pub mod names;
+pub mod property;
+pub mod state;
+
+pub use command::{ApplyResult, Command, Envelope, Outcome, Rejection};
+pub use config::{ClusterConfig, ConfigChange};
+pub use names::NodeName;
+pub use property::{PropertyValue, PROPERTIES};
+pub use state::{ClusterIdentity, ClusterState, EventRecord, NodeRecord, NodeRole};

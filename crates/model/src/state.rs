@@ -1,0 +1,425 @@
+//! The replicated cluster state and the pure function that applies a command to it.
+
+use crate::command::{ApplyResult, Command, Envelope, NewNode, Outcome, Rejection};
+use crate::config::{self, ClusterConfig};
+use crate::names::NodeName;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Events kept in the replicated log of events, oldest dropped first.
+pub const EVENT_LIMIT: usize = 1000;
+/// Request ids remembered for idempotent retries.
+pub const REQUEST_MEMORY: usize = 20_000;
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Runs workloads; may be a voter or a learner.
+    #[default]
+    Member,
+    /// Always a voter, never runs workloads (the tie-breaker of two-host sites).
+    Witness,
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "member" => Ok(NodeRole::Member),
+            "witness" => Ok(NodeRole::Witness),
+            other => Err(format!("unknown role {other:?} (expected member or witness)")),
+        }
+    }
+}
+
+/// The cluster's identity, fixed at bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdentity {
+    pub name: String,
+    pub ca_cert_pem: String,
+    /// The CA key is replicated so that any leader can admit nodes (as Proxmox replicates its CA).
+    pub ca_key_pem: String,
+    pub created_ms: u64,
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: NodeName,
+    /// The node's Raft id, assigned at admission and never reused.
+    pub node_id: u64,
+    pub address: String,
+    pub role: NodeRole,
+    pub joined_ms: u64,
+}
+
+/// The public facts of a node, as command outcomes report them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    pub node_id: u64,
+    pub address: String,
+    pub role: NodeRole,
+}
+
+impl From<&NodeRecord> for NodeSummary {
+    fn from(node: &NodeRecord) -> Self {
+        NodeSummary {
+            name: node.name.to_string(),
+            node_id: node.node_id,
+            address: node.address.clone(),
+            role: node.role,
+        }
+    }
+}
+
+/// A one-time join token; only the secret's hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinToken {
+    pub secret_sha256: String,
+    pub expires_ms: u64,
+    pub used_by: Option<String>,
+}
+
+/// An API credential; only its hash is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    pub token_sha256: String,
+}
+
+/// One entry of the bounded event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: u64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// One version of the configuration, kept for history, diff and rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub epoch: u64,
+    pub at_ms: u64,
+    pub summary: String,
+    pub request_id: String,
+    pub config: ClusterConfig,
+}
+
+/// The whole replicated state; every replica holds the same value after the same log prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub identity: Option<ClusterIdentity>,
+    /// The configuration epoch; bumped by every configuration change.
+    pub epoch: u64,
+    pub config: ClusterConfig,
+    pub history: VecDeque<ConfigVersion>,
+    pub nodes: BTreeMap<NodeName, NodeRecord>,
+    pub next_node_id: u64,
+    pub join_tokens: BTreeMap<String, JoinToken>,
+    pub api_tokens: Vec<ApiToken>,
+    pub events: VecDeque<EventRecord>,
+    pub next_event_id: u64,
+    /// Results of recently applied requests, for idempotent retries.
+    pub recent_requests: BTreeMap<String, ApplyResult>,
+    pub recent_order: VecDeque<String>,
+}
+
+impl ClusterState {
+    /// Applies one command: the whole change, or none of it with the reason.
+    pub fn apply(&mut self, envelope: &Envelope) -> ApplyResult {
+        if let Some(previous) = self.recent_requests.get(&envelope.request_id) {
+            return previous.clone();
+        }
+        let result = self.apply_new(envelope);
+        self.remember(&envelope.request_id, &result);
+        result
+    }
+
+    fn apply_new(&mut self, envelope: &Envelope) -> ApplyResult {
+        let now_ms = envelope.now_ms;
+        if self.identity.is_none() && !matches!(envelope.command, Command::Bootstrap { .. }) {
+            return Err(Rejection::Invalid(
+                "the cluster is not bootstrapped yet".to_string(),
+            ));
+        }
+        match &envelope.command {
+            Command::Bootstrap {
+                cluster_name,
+                ca_cert_pem,
+                ca_key_pem,
+                node,
+                admin_token_sha256,
+            } => {
+                if self.identity.is_some() {
+                    return Err(Rejection::Conflict(
+                        "the cluster is already bootstrapped".to_string(),
+                    ));
+                }
+                let record = self.admit(node, now_ms)?;
+                self.identity = Some(ClusterIdentity {
+                    name: cluster_name.clone(),
+                    ca_cert_pem: ca_cert_pem.clone(),
+                    ca_key_pem: ca_key_pem.clone(),
+                    created_ms: now_ms,
+                });
+                self.api_tokens.push(ApiToken {
+                    name: "admin".to_string(),
+                    token_sha256: admin_token_sha256.clone(),
+                });
+                self.epoch = 1;
+                self.history.push_back(ConfigVersion {
+                    epoch: 1,
+                    at_ms: now_ms,
+                    summary: "bootstrap".to_string(),
+                    request_id: envelope.request_id.clone(),
+                    config: self.config.clone(),
+                });
+                let summary = NodeSummary::from(&record);
+                self.insert_node(record);
+                self.event(
+                    now_ms,
+                    "cluster",
+                    format!("cluster {cluster_name:?} bootstrapped on {}", summary.name),
+                );
+                Ok(Outcome::Admitted { node: summary })
+            }
+            Command::Configure { change } => {
+                let next = self
+                    .config
+                    .with_change(change)
+                    .map_err(|error| Rejection::Invalid(error.to_string()))?;
+                Ok(self.commit_config(next, change.summary(), envelope))
+            }
+            Command::Rollback { epoch } => {
+                let Some(version) = self.history.iter().find(|version| version.epoch == *epoch)
+                else {
+                    return Err(Rejection::NotFound(format!(
+                        "epoch {epoch} is not in the configuration history (kept: {})",
+                        self.history_range()
+                    )));
+                };
+                let next = version.config.clone();
+                Ok(self.commit_config(next, format!("rollback to epoch {epoch}"), envelope))
+            }
+            Command::IssueJoinToken {
+                token_id,
+                secret_sha256,
+                expires_ms,
+            } => {
+                if self.join_tokens.contains_key(token_id) {
+                    return Err(Rejection::Conflict(format!(
+                        "join token id {token_id} exists already"
+                    )));
+                }
+                self.expire_tokens(now_ms);
+                self.join_tokens.insert(
+                    token_id.clone(),
+                    JoinToken {
+                        secret_sha256: secret_sha256.clone(),
+                        expires_ms: *expires_ms,
+                        used_by: None,
+                    },
+                );
+                self.event(now_ms, "token", format!("join token {token_id} issued"));
+                Ok(Outcome::Done)
+            }
+            Command::Join {
+                token_id,
+                secret_sha256,
+                node,
+            } => {
+                self.check_join_token(token_id, secret_sha256, now_ms)?;
+                let record = self.admit(node, now_ms)?;
+                let summary = NodeSummary::from(&record);
+                if let Some(token) = self.join_tokens.get_mut(token_id) {
+                    token.used_by = Some(summary.name.clone());
+                }
+                self.insert_node(record);
+                self.event(
+                    now_ms,
+                    "membership",
+                    format!(
+                        "node {} joined as {:?} with id {} (token {token_id})",
+                        summary.name, summary.role, summary.node_id
+                    ),
+                );
+                Ok(Outcome::Admitted { node: summary })
+            }
+            Command::RemoveNode { name } => {
+                let key = NodeName::new(name.clone())
+                    .map_err(|error| Rejection::Invalid(error.to_string()))?;
+                let Some(record) = self.nodes.get(&key) else {
+                    return Err(Rejection::NotFound(format!("no node named {name}")));
+                };
+                if self.nodes.len() == 1 {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} is the last node of the cluster"
+                    )));
+                }
+                let summary = NodeSummary::from(record);
+                self.nodes.remove(&key);
+                self.event(now_ms, "membership", format!("node {name} removed"));
+                Ok(Outcome::Removed { node: summary })
+            }
+            Command::Noop => {
+                self.event(now_ms, "noop", "no-op".to_string());
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn check_join_token(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        now_ms: u64,
+    ) -> Result<(), Rejection> {
+        let Some(token) = self.join_tokens.get(token_id) else {
+            return Err(Rejection::Unauthorized(
+                "join token is unknown to this cluster".to_string(),
+            ));
+        };
+        if token.secret_sha256 != secret_sha256 {
+            return Err(Rejection::Unauthorized(
+                "join token is wrong (its secret does not match)".to_string(),
+            ));
+        }
+        if let Some(user) = &token.used_by {
+            return Err(Rejection::Unauthorized(format!(
+                "join token was already used (by node {user})"
+            )));
+        }
+        if now_ms >= token.expires_ms {
+            return Err(Rejection::Unauthorized(format!(
+                "join token expired {} s ago",
+                (now_ms - token.expires_ms) / 1000
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates a new node and builds its record without inserting it.
+    fn admit(&self, node: &NewNode, now_ms: u64) -> Result<NodeRecord, Rejection> {
+        let name = NodeName::new(node.name.clone())
+            .map_err(|error| Rejection::Invalid(error.to_string()))?;
+        if self.nodes.contains_key(&name) {
+            return Err(Rejection::Conflict(format!(
+                "a node named {name} is already a member"
+            )));
+        }
+        if node.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Rejection::Invalid(format!(
+                "node address {:?} is not an ip:port",
+                node.address
+            )));
+        }
+        if let Some(other) = self.nodes.values().find(|n| n.address == node.address) {
+            return Err(Rejection::Conflict(format!(
+                "address {} is already used by node {}",
+                node.address, other.name
+            )));
+        }
+        Ok(NodeRecord {
+            name,
+            node_id: self.next_node_id.max(1),
+            address: node.address.clone(),
+            role: node.role,
+            joined_ms: now_ms,
+        })
+    }
+
+    fn insert_node(&mut self, record: NodeRecord) {
+        self.next_node_id = record.node_id + 1;
+        self.nodes.insert(record.name.clone(), record);
+    }
+
+    fn commit_config(&mut self, next: ClusterConfig, summary: String, envelope: &Envelope) -> Outcome {
+        let diff = config::diff(&self.config, &next);
+        self.epoch += 1;
+        self.config = next;
+        let limit = usize::try_from(self.config.integer("config-history-limit")).unwrap_or(10);
+        self.history.push_back(ConfigVersion {
+            epoch: self.epoch,
+            at_ms: envelope.now_ms,
+            summary: summary.clone(),
+            request_id: envelope.request_id.clone(),
+            config: self.config.clone(),
+        });
+        while self.history.len() > limit {
+            self.history.pop_front();
+        }
+        self.event(
+            envelope.now_ms,
+            "config",
+            format!("epoch {}: {summary}", self.epoch),
+        );
+        Outcome::Epoch {
+            epoch: self.epoch,
+            diff,
+        }
+    }
+
+    fn history_range(&self) -> String {
+        match (self.history.front(), self.history.back()) {
+            (Some(first), Some(last)) => format!("epochs {} to {}", first.epoch, last.epoch),
+            _ => "none".to_string(),
+        }
+    }
+
+    fn expire_tokens(&mut self, now_ms: u64) {
+        // Expired or used tokens are kept a day so a late join attempt gets a precise refusal.
+        const KEEP_MS: u64 = 24 * 3600 * 1000;
+        self.join_tokens
+            .retain(|_, token| token.expires_ms.saturating_add(KEEP_MS) > now_ms);
+    }
+
+    fn event(&mut self, at_ms: u64, kind: &str, message: String) {
+        self.next_event_id += 1;
+        self.events.push_back(EventRecord {
+            id: self.next_event_id,
+            at_ms,
+            kind: kind.to_string(),
+            message,
+        });
+        while self.events.len() > EVENT_LIMIT {
+            self.events.pop_front();
+        }
+    }
+
+    fn remember(&mut self, request_id: &str, result: &ApplyResult) {
+        self.recent_requests
+            .insert(request_id.to_string(), result.clone());
+        self.recent_order.push_back(request_id.to_string());
+        while self.recent_order.len() > REQUEST_MEMORY {
+            if let Some(oldest) = self.recent_order.pop_front() {
+                self.recent_requests.remove(&oldest);
+            }
+        }
+    }
+
+    /// The name of the API credential whose hash is `token_sha256`, if any.
+    pub fn authenticate(&self, token_sha256: &str) -> Option<&str> {
+        self.api_tokens
+            .iter()
+            .find(|token| token.token_sha256 == token_sha256)
+            .map(|token| token.name.as_str())
+    }
+
+    /// The configuration as it was at `epoch`, if the history still has it.
+    pub fn config_at(&self, epoch: u64) -> Option<&ClusterConfig> {
+        self.history
+            .iter()
+            .find(|version| version.epoch == epoch)
+            .map(|version| &version.config)
+    }
+
+    pub fn node_by_id(&self, node_id: u64) -> Option<&NodeRecord> {
+        self.nodes.values().find(|node| node.node_id == node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests;
