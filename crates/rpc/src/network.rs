@@ -1,0 +1,98 @@
+//! openraft's network over the peer client: each RPC is a JSON POST to `/internal/raft/<rpc>` on the target.
+
+use crate::peer::{PeerClient, PeerError};
+use hafen_store::{PeerNode, RaftRpc, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Creates one connection per target node.
+#[derive(Debug, Clone)]
+pub struct Network {
+    client: PeerClient,
+}
+
+impl Network {
+    pub fn new(client: PeerClient) -> Self {
+        Self { client }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: u64, node: &PeerNode) -> Self::Network {
+        Connection {
+            client: self.client.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// The link to one peer.
+#[derive(Debug)]
+pub struct Connection {
+    client: PeerClient,
+    target: u64,
+    node: PeerNode,
+}
+
+impl Connection {
+    async fn call<Request, Response, E>(
+        &self,
+        rpc: RaftRpc,
+        request: &Request,
+        option: &RPCOption,
+    ) -> Result<Response, RPCError<u64, PeerNode, RaftError<u64, E>>>
+    where
+        Request: Serialize,
+        Response: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let path = format!("/internal/raft/{}", rpc.path_segment());
+        let reply = self
+            .client
+            .post(&self.node.address, &path, body, option.hard_ttl())
+            .await
+            .map_err(|error| match error {
+                PeerError::Status { .. } => RPCError::Network(NetworkError::new(&error)),
+                _ => RPCError::Unreachable(Unreachable::new(&error)),
+            })?;
+        let decoded: Result<Response, RaftError<u64, E>> =
+            serde_json::from_slice(&reply).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        decoded.map_err(|error| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), error)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, PeerNode, RaftError<u64>>> {
+        self.call(RaftRpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, PeerNode, RaftError<u64, InstallSnapshotError>>> {
+        self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, PeerNode, RaftError<u64>>> {
+        self.call(RaftRpc::Vote, &rpc, &option).await
+    }
+}
