@@ -1,0 +1,242 @@
+//! The REST API's request and response bodies: plain serde types with OpenAPI schemas.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The header that makes a write idempotent: retries with the same value apply once.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Set by a follower when it forwards a request to the leader (prevents forwarding loops).
+pub const FORWARDED_HEADER: &str = "x-hafen-forwarded";
+
+/// Every error answer: a one-line message naming what is wrong.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// `invalid`, `not_found`, `conflict`, `unauthorized`, `unavailable` or `internal`.
+    pub kind: String,
+    pub error: String,
+}
+
+/// A node's state as `status` shows it (DESIGN section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Online,
+    Offline,
+    Unclean,
+    Fenced,
+    Standby,
+    Maintenance,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Online => "online",
+            NodeState::Offline => "offline",
+            NodeState::Unclean => "unclean",
+            NodeState::Fenced => "fenced",
+            NodeState::Standby => "standby",
+            NodeState::Maintenance => "maintenance",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeStatus {
+    pub name: String,
+    pub node_id: u64,
+    pub address: String,
+    /// `member` or `witness`.
+    pub role: String,
+    pub state: NodeState,
+    pub leader: bool,
+    pub voter: bool,
+    /// Milliseconds since the leader last heard from the node.
+    pub last_seen_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourceStatus {
+    pub name: String,
+    pub kind: String,
+    /// `running`, `stopped`, `starting`, `stopping`, `migrating`, `failed` or `unknown`.
+    pub state: String,
+    pub node: Option<String>,
+    pub target: Option<String>,
+}
+
+/// The whole cluster at a glance, like `crm_mon -1`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatusReport {
+    pub cluster_name: String,
+    pub epoch: u64,
+    pub leader: Option<String>,
+    pub term: u64,
+    pub nodes: Vec<NodeStatus>,
+    pub resources: Vec<ResourceStatus>,
+    /// Conditions an operator should know about.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PropertyEntry {
+    pub key: String,
+    pub value: String,
+    pub default: String,
+    pub is_default: bool,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigReport {
+    pub epoch: u64,
+    pub properties: Vec<PropertyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SetPropertyRequest {
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiffLine {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// The answer to a configuration change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EpochChange {
+    pub epoch: u64,
+    pub diff: Vec<DiffLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    pub epoch: u64,
+    pub at_ms: u64,
+    pub summary: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DiffReport {
+    pub from: u64,
+    pub to: u64,
+    pub lines: Vec<DiffLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RollbackRequest {
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenRequest {
+    /// How long the token stays valid; default 3600 s, at most 7 days.
+    pub ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    pub token: String,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub name: String,
+    /// `ip:port` where the node will listen.
+    pub address: String,
+    /// `member` or `witness`.
+    pub role: String,
+    /// The node's certificate signing request, PEM.
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinResponse {
+    pub node_id: u64,
+    pub cluster_name: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaResponse {
+    pub ca_pem: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventEntry {
+    pub id: u64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A node agent's heartbeat to the leader (internal endpoint).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Heartbeat {
+    pub node_id: u64,
+    pub name: String,
+}
+
+/// A join token as printed by `hafen cluster token`: `hafen-join.<id>.<secret>.<ca fingerprint>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub id: String,
+    pub secret: String,
+    pub ca_fingerprint: String,
+}
+
+impl std::fmt::Display for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "hafen-join.{}.{}.{}", self.id, self.secret, self.ca_fingerprint)
+    }
+}
+
+impl std::str::FromStr for JoinToken {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        let hex = |part: &str, length: usize| {
+            part.len() == length && part.chars().all(|c| c.is_ascii_hexdigit())
+        };
+        match parts.as_slice() {
+            ["hafen-join", id, secret, fingerprint]
+                if hex(id, 8) && hex(secret, 32) && hex(fingerprint, 64) =>
+            {
+                Ok(JoinToken {
+                    id: id.to_string(),
+                    secret: secret.to_string(),
+                    ca_fingerprint: fingerprint.to_lowercase(),
+                })
+            }
+            _ => Err("malformed join token: expected hafen-join.<8 hex>.<32 hex>.<64 hex> as printed by `hafen cluster token`".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_tokens_round_trip_and_garbage_is_refused() {
+        let token = JoinToken {
+            id: "0123abcd".into(),
+            secret: "f".repeat(32),
+            ca_fingerprint: "a".repeat(64),
+        };
+        assert_eq!(token.to_string().parse::<JoinToken>().unwrap(), token);
+        assert!("hafen-join.xyz".parse::<JoinToken>().is_err());
+        assert!(format!("hafen-join.0123abcd.{}.{}", "g".repeat(32), "a".repeat(64))
+            .parse::<JoinToken>()
+            .is_err());
+    }
+}

@@ -1,0 +1,59 @@
+//! Internal endpoints: Raft RPCs and agent heartbeats, reachable only with a cluster certificate.
+
+use crate::error::ApiError;
+use crate::serve::PeerVerified;
+use crate::SharedContext;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hafen_api_types::Heartbeat;
+use hafen_store::RaftRpc;
+
+/// Refuses callers that did not present a certificate signed by the cluster CA.
+pub(crate) async fn require_peer_certificate(request: Request, next: Next) -> Response {
+    let verified = request
+        .extensions()
+        .get::<PeerVerified>()
+        .is_some_and(|peer| peer.0);
+    if !verified {
+        return ApiError::Forbidden(
+            "node-to-node endpoints require a certificate signed by the cluster CA".to_string(),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+pub(crate) async fn raft(
+    State(context): State<SharedContext>,
+    Path(rpc): Path<String>,
+    body: Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    let rpc = RaftRpc::from_path_segment(&rpc)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown raft rpc {rpc:?}")))?;
+    context
+        .replica
+        .handle_rpc(rpc, &body)
+        .await
+        .map_err(ApiError::Invalid)
+}
+
+#[derive(serde::Serialize)]
+pub(crate) struct HeartbeatAck {
+    leader: bool,
+}
+
+pub(crate) async fn heartbeat(
+    State(context): State<SharedContext>,
+    Json(heartbeat): Json<Heartbeat>,
+) -> Json<HeartbeatAck> {
+    let leader = context.replica.status().is_leader;
+    if leader {
+        context
+            .liveness
+            .record(heartbeat.node_id, std::time::Instant::now());
+    }
+    Json(HeartbeatAck { leader })
+}

@@ -1,0 +1,328 @@
+//! Carries out each subcommand: the daemon and local set-up directly, everything else through the API.
+
+use crate::output;
+use crate::{ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, TopCommand};
+use anyhow::{anyhow, bail, Context};
+use clap::CommandFactory;
+use hafen_client::{Client, Credentials};
+use hafen_daemon::config::NodeConfig;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
+    let global = cli.global;
+    match cli.command {
+        TopCommand::Daemon { config } => daemon(&config).await,
+        TopCommand::Cluster(command) => cluster(&global, command).await,
+        TopCommand::Status { watch } => status(&global, watch).await,
+        TopCommand::Node(command) => node(&global, command).await,
+        TopCommand::Config(command) => config(&global, command).await,
+        TopCommand::Events { follow } => events(&global, follow).await,
+        TopCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut crate::Cli::command(), "hafen", &mut std::io::stdout());
+            Ok(())
+        }
+        TopCommand::DevCluster(command) => crate::devcluster::run(&global, command).await,
+    }
+}
+
+/// The default credentials file, `~/.config/hafen/credentials.json`.
+pub fn default_credentials_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("hafen").join("credentials.json"))
+}
+
+/// A client from flags, environment and the credentials file, in that order.
+pub fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let credentials = match &global.credentials {
+        Some(path) => Some(Credentials::load(path)?),
+        None => match default_credentials_path() {
+            Some(path) if path.exists() => Some(Credentials::load(&path)?),
+            _ => None,
+        },
+    };
+    let servers = if global.server.is_empty() {
+        credentials
+            .as_ref()
+            .map(|credentials| credentials.servers.clone())
+            .ok_or_else(|| anyhow!("no server: pass --server, set HAFEN_SERVER, or use the credentials file of `hafen cluster init`"))?
+    } else {
+        global.server.clone()
+    };
+    let token = global
+        .token
+        .clone()
+        .or_else(|| credentials.as_ref().map(|credentials| credentials.token.clone()));
+    let ca_pem = match &global.ca {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read CA file {}", path.display()))?,
+        None => credentials
+            .as_ref()
+            .map(|credentials| credentials.ca_pem.clone())
+            .ok_or_else(|| anyhow!("no cluster CA certificate: pass --ca, set HAFEN_CA, or use the credentials file"))?,
+    };
+    Ok(Client::new(servers, &ca_pem, token)?)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serializes"));
+}
+
+async fn daemon(config_path: &Path) -> anyhow::Result<()> {
+    let config = NodeConfig::load(config_path)?;
+    init_logging(&config.log.level);
+    let shutdown = async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    hafen_daemon::run(config, shutdown, hafen_daemon::notify_ready).await?;
+    Ok(())
+}
+
+/// Logs to journald when systemd started us with its journal, else to stderr.
+fn init_logging(filter: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAFEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let registry = tracing_subscriber::registry().with(filter);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            registry.with(journald).init();
+            return;
+        }
+    }
+    registry
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d` (a bare number means seconds).
+pub fn parse_duration_s(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| anyhow!("bad duration {text:?}: expected e.g. 30s, 10m, 1h or 2d"))?;
+    let factor = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("bad duration {text:?}: unknown unit {unit:?} (use s, m, h or d)"),
+    };
+    Ok(value * factor)
+}
+
+async fn cluster(global: &GlobalArgs, command: ClusterCommand) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Init {
+            config,
+            name,
+            credentials_out,
+        } => {
+            let config = NodeConfig::load(&config)?;
+            let outcome = hafen_daemon::setup::init_cluster(&config, &name)?;
+            let path = credentials_out
+                .or_else(default_credentials_path)
+                .ok_or_else(|| anyhow!("no home directory: pass --credentials-out"))?;
+            outcome.credentials.save(&path)?;
+            if global.output == OutputFormat::Json {
+                print_json(&serde_json::json!({
+                    "node_id": outcome.node_id,
+                    "credentials_file": path,
+                    "server": outcome.credentials.servers,
+                }));
+            } else {
+                println!("cluster {name:?} created; {} is node 1", config.node_name);
+                println!("admin credentials written to {}", path.display());
+                println!("next: start the daemon: hafen daemon --config <this config>");
+            }
+            Ok(())
+        }
+        ClusterCommand::Join { addr, token, config } => {
+            let config = NodeConfig::load(&config)?;
+            let outcome = hafen_daemon::setup::join_cluster(&config, &addr, &token).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&serde_json::json!({"node_id": outcome.node_id, "cluster_name": outcome.cluster_name}));
+            } else {
+                println!(
+                    "{} joined cluster {:?} as node {}; next: start its daemon",
+                    config.node_name, outcome.cluster_name, outcome.node_id
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Token { ttl } => {
+            let ttl_s = parse_duration_s(&ttl)?;
+            let response = client(global)?.issue_token(Some(ttl_s)).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&response);
+            } else {
+                println!("{}", response.token);
+            }
+            Ok(())
+        }
+        ClusterCommand::Leave { config } => {
+            let config = NodeConfig::load(&config)?;
+            client(global)?.remove_node(&config.node_name).await?;
+            println!("{} left the cluster; stop its daemon now", config.node_name);
+            Ok(())
+        }
+    }
+}
+
+async fn status(global: &GlobalArgs, watch: bool) -> anyhow::Result<()> {
+    let client = client(global)?;
+    if !watch {
+        let report = client.status().await?;
+        match global.output {
+            OutputFormat::Json => print_json(&report),
+            OutputFormat::Text => print!("{}", output::status_text(&report)),
+        }
+        return Ok(());
+    }
+    let client = client.with_deadline(Duration::from_secs(2));
+    loop {
+        let screen = match client.status().await {
+            Ok(report) => output::status_text(&report),
+            Err(error) => format!("cannot get status: {error}\n"),
+        };
+        // Clear the screen and redraw from the top, like `crm_mon`.
+        print!("\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to quit)\n", screen);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn node(global: &GlobalArgs, command: NodeCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    match command {
+        NodeCommand::List => {
+            let nodes = client.nodes().await?;
+            match global.output {
+                OutputFormat::Json => print_json(&nodes),
+                OutputFormat::Text => print!("{}", output::nodes_table(&nodes)),
+            }
+        }
+        NodeCommand::Show { name } => {
+            let node = client.node(&name).await?;
+            match global.output {
+                OutputFormat::Json => print_json(&node),
+                OutputFormat::Text => print!("{}", output::nodes_table(std::slice::from_ref(&node))),
+            }
+        }
+        NodeCommand::Remove { name } => {
+            let node = client.remove_node(&name).await?;
+            match global.output {
+                OutputFormat::Json => print_json(&node),
+                OutputFormat::Text => println!("node {} removed", node.name),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn config(global: &GlobalArgs, command: ConfigCommand) -> anyhow::Result<()> {
+    if let ConfigCommand::Validate { file } = &command {
+        NodeConfig::load(file)?;
+        println!("{}: valid", file.display());
+        return Ok(());
+    }
+    let client = client(global)?;
+    let json = global.output == OutputFormat::Json;
+    match command {
+        ConfigCommand::Show => {
+            let report = client.config().await?;
+            if json {
+                print_json(&report)
+            } else {
+                print!("{}", output::config_text(&report))
+            }
+        }
+        ConfigCommand::Get { key } => {
+            let entry = client.property(&key).await?;
+            if json {
+                print_json(&entry)
+            } else {
+                println!("{}", entry.value)
+            }
+        }
+        ConfigCommand::Set { key, value } => {
+            let change = client.set_property(&key, &value).await?;
+            if json {
+                print_json(&change)
+            } else {
+                print!("{}", output::epoch_text(&change))
+            }
+        }
+        ConfigCommand::Unset { key } => {
+            let change = client.unset_property(&key).await?;
+            if json {
+                print_json(&change)
+            } else {
+                print!("{}", output::epoch_text(&change))
+            }
+        }
+        ConfigCommand::History => {
+            let history = client.history().await?;
+            if json {
+                print_json(&history)
+            } else {
+                print!("{}", output::history_text(&history))
+            }
+        }
+        ConfigCommand::Diff { from, to } => {
+            let report = client.diff(from, to).await?;
+            if json {
+                print_json(&report)
+            } else {
+                print!("{}", output::diff_text(&report))
+            }
+        }
+        ConfigCommand::Rollback { epoch } => {
+            let change = client.rollback(epoch).await?;
+            if json {
+                print_json(&change)
+            } else {
+                print!("{}", output::epoch_text(&change))
+            }
+        }
+        ConfigCommand::Validate { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn events(global: &GlobalArgs, follow: bool) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let mut after = None;
+    loop {
+        let events = client.events(after).await?;
+        for event in &events {
+            if global.output == OutputFormat::Json {
+                println!("{}", serde_json::to_string(event).expect("serializes"));
+            } else {
+                println!("{}", output::event_line(event));
+            }
+        }
+        if let Some(last) = events.last() {
+            after = Some(last.id);
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

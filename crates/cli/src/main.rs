@@ -1,0 +1,163 @@
+//! The `hafen` binary: `hafen daemon` on every host, everything else a client of the REST API.
+
+mod commands;
+mod devcluster;
+mod output;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "hafen", version, about = "High-availability cluster manager for virtual machines")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: TopCommand,
+}
+
+/// Options every client command takes.
+#[derive(Debug, clap::Args, Clone)]
+pub struct GlobalArgs {
+    /// API address(es), comma-separated: https://HOST:PORT. Default: from the credentials file.
+    #[arg(long, global = true, env = "HAFEN_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// API token. Default: from the credentials file.
+    #[arg(long, global = true, env = "HAFEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The cluster CA certificate (PEM). Default: from the credentials file.
+    #[arg(long, global = true, env = "HAFEN_CA")]
+    pub ca: Option<PathBuf>,
+    /// Credentials file written by `hafen cluster init`. Default: ~/.config/hafen/credentials.json.
+    #[arg(long, global = true, env = "HAFEN_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// Run the node daemon.
+    Daemon {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create, join and leave clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Show the cluster like `crm_mon -1`.
+    Status {
+        /// Redraw every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Inspect and remove nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Cluster properties and the versioned configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// The cluster's event log.
+    Events {
+        /// Keep printing new events.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Run a local cluster of several daemons for development, demos and tests.
+    #[command(subcommand, name = "dev-cluster")]
+    DevCluster(devcluster::DevClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a new cluster with this node as its first member (run before the first `hafen daemon`).
+    Init {
+        #[arg(long)]
+        config: PathBuf,
+        /// The cluster's name.
+        #[arg(long, default_value = "hafen")]
+        name: String,
+        /// Where to write the admin credentials. Default: ~/.config/hafen/credentials.json.
+        #[arg(long)]
+        credentials_out: Option<PathBuf>,
+    },
+    /// Join the cluster at ADDR with a one-time token (run before this node's first `hafen daemon`).
+    Join {
+        /// Any member's API address, HOST:PORT.
+        addr: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Issue a one-time join token.
+    Token {
+        /// Validity, e.g. 30m, 1h, 2d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Remove the node of this config from the cluster.
+    Leave {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    List,
+    Show { name: String },
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// All properties with their values.
+    Show,
+    Get { key: String },
+    Set { key: String, value: String },
+    /// Return a property to its default.
+    Unset { key: String },
+    /// Configuration versions, newest last.
+    History,
+    /// What changed from epoch A to epoch B (default: the current one).
+    Diff { from: u64, to: Option<u64> },
+    /// Restore the configuration of an earlier epoch (as a new epoch).
+    Rollback { epoch: u64 },
+    /// Check a daemon configuration file without starting anything.
+    Validate { file: PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result = runtime.block_on(commands::run(cli));
+    if let Err(error) = result {
+        eprintln!("error: {}", one_line(&error));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, as the CLI contract asks.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

@@ -1,0 +1,168 @@
+//! Text renderings for people; JSON output is the API types themselves.
+
+use hafen_api_types::{ConfigReport, DiffReport, EpochChange, EventEntry, HistoryEntry, NodeState, NodeStatus, StatusReport};
+use std::fmt::Write;
+
+/// Like `crm_mon -1`: summary, node list, resources, warnings.
+pub fn status_text(report: &StatusReport) -> String {
+    let mut out = String::new();
+    let voters = report.nodes.iter().filter(|node| node.voter).count();
+    let _ = writeln!(out, "Cluster Summary:");
+    let _ = writeln!(out, "  * Cluster: {} (configuration epoch {}, term {})", report.cluster_name, report.epoch, report.term);
+    let _ = writeln!(out, "  * Leader: {}", report.leader.as_deref().unwrap_or("none"));
+    let _ = writeln!(
+        out,
+        "  * {} nodes configured, {voters} voters, {} resources configured",
+        report.nodes.len(),
+        report.resources.len()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Node List:");
+    for state in [
+        NodeState::Online,
+        NodeState::Standby,
+        NodeState::Maintenance,
+        NodeState::Unclean,
+        NodeState::Fenced,
+        NodeState::Offline,
+    ] {
+        let names: Vec<&str> = report
+            .nodes
+            .iter()
+            .filter(|node| node.state == state)
+            .map(|node| node.name.as_str())
+            .collect();
+        if !names.is_empty() {
+            let label = state.as_str();
+            let mut label = label.to_string();
+            label[..1].make_ascii_uppercase();
+            let _ = writeln!(out, "  * {label}: [ {} ]", names.join(" "));
+        }
+    }
+    let _ = writeln!(out);
+    out.push_str(&nodes_table(&report.nodes));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Full List of Resources:");
+    if report.resources.is_empty() {
+        let _ = writeln!(out, "  * No resources");
+    }
+    for resource in &report.resources {
+        let _ = writeln!(
+            out,
+            "  * {}\t({}):\t {}{}",
+            resource.name,
+            resource.kind,
+            resource.state,
+            resource.node.as_ref().map(|node| format!(" {node}")).unwrap_or_default()
+        );
+    }
+    if !report.warnings.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Warnings:");
+        for warning in &report.warnings {
+            let _ = writeln!(out, "  * {warning}");
+        }
+    }
+    out
+}
+
+pub fn nodes_table(nodes: &[NodeStatus]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "ID".to_string(),
+        "ROLE".to_string(),
+        "STATE".to_string(),
+        "RAFT".to_string(),
+        "ADDRESS".to_string(),
+        "LAST SEEN".to_string(),
+    ]];
+    for node in nodes {
+        rows.push([
+            node.name.clone(),
+            node.node_id.to_string(),
+            node.role.clone(),
+            node.state.as_str().to_string(),
+            if node.leader {
+                "leader".to_string()
+            } else if node.voter {
+                "voter".to_string()
+            } else {
+                "learner".to_string()
+            },
+            node.address.clone(),
+            node.last_seen_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".to_string()),
+        ]);
+    }
+    table(&rows)
+}
+
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (index, cell) in row.iter().enumerate() {
+            widths[index] = widths[index].max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(index, cell)| format!("{cell:<width$}", width = widths[index]))
+            .collect();
+        let _ = writeln!(out, "  {}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+pub fn config_text(report: &ConfigReport) -> String {
+    let mut rows = vec![["PROPERTY".to_string(), "VALUE".to_string(), "DEFAULT".to_string()]];
+    for entry in &report.properties {
+        rows.push([
+            entry.key.clone(),
+            entry.value.clone(),
+            if entry.is_default { "(default)".to_string() } else { entry.default.clone() },
+        ]);
+    }
+    format!("configuration epoch {}\n{}", report.epoch, table(&rows))
+}
+
+pub fn epoch_text(change: &EpochChange) -> String {
+    let mut out = format!("configuration epoch {}\n", change.epoch);
+    for line in &change.diff {
+        out.push_str(&diff_line(line));
+    }
+    out
+}
+
+fn diff_line(line: &hafen_api_types::DiffLine) -> String {
+    match (&line.before, &line.after) {
+        (Some(before), Some(after)) => format!("  ~ {}: {before} -> {after}\n", line.path),
+        (None, Some(after)) => format!("  + {}: {after}\n", line.path),
+        (Some(before), None) => format!("  - {}: {before}\n", line.path),
+        (None, None) => String::new(),
+    }
+}
+
+pub fn diff_text(report: &DiffReport) -> String {
+    let mut out = format!("epoch {} -> {}\n", report.from, report.to);
+    if report.lines.is_empty() {
+        out.push_str("  (no differences)\n");
+    }
+    for line in &report.lines {
+        out.push_str(&diff_line(line));
+    }
+    out
+}
+
+pub fn history_text(history: &[HistoryEntry]) -> String {
+    let mut rows = vec![["EPOCH".to_string(), "AT (ms since epoch)".to_string(), "CHANGE".to_string()]];
+    for entry in history {
+        rows.push([entry.epoch.to_string(), entry.at_ms.to_string(), entry.summary.clone()]);
+    }
+    table(&rows)
+}
+
+pub fn event_line(event: &EventEntry) -> String {
+    format!("{:>6}  {}  {:<10}  {}", event.id, event.at_ms, event.kind, event.message)
+}
