@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub voter: bool,
     /// Milliseconds since the leader last heard from the node.
     pub last_seen_ms: Option<u64>,
+    /// The last Raft log index the node holds, as the leader knows it.
+    pub log_index: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

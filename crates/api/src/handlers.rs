@@ -91,6 +91,11 @@ fn node_statuses(context: &SharedContext, state: &ClusterState) -> Vec<NodeStatu
                 leader: raft.leader_id == Some(node.node_id),
                 voter: raft.voters.contains(&node.node_id),
                 last_seen_ms: age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+                log_index: if node.node_id == context.local.node_id {
+                    raft.last_log_index
+                } else {
+                    raft.matched.get(&node.node_id).copied().flatten()
+                },
             }
         })
         .collect()

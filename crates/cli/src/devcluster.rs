@@ -29,6 +29,9 @@ pub enum DevClusterCommand {
         /// Node names are PREFIX1..PREFIXN.
         #[arg(long, default_value = "node")]
         prefix: String,
+        /// The last K nodes join as witnesses (voters that run no workloads).
+        #[arg(long, default_value_t = 0)]
+        witnesses: usize,
     },
     /// Stop every daemon and remove every namespace and link the cluster made.
     Down {
@@ -79,8 +82,9 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             netns,
             dir,
             prefix,
+            witnesses,
         } => {
-            let file = up(nodes, netns, &dir, &prefix).await?;
+            let file = up(nodes, netns, &dir, &prefix, witnesses).await?;
             if global.output == crate::OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&file)?);
             } else {
@@ -97,9 +101,12 @@ fn node_name(prefix: &str, index: usize) -> String {
     format!("{prefix}{index}")
 }
 
-async fn up(count: usize, netns: bool, dir: &Path, prefix: &str) -> anyhow::Result<ClusterFile> {
+async fn up(count: usize, netns: bool, dir: &Path, prefix: &str, witnesses: usize) -> anyhow::Result<ClusterFile> {
     if !(1..=64).contains(&count) {
         bail!("--nodes must be between 1 and 64");
+    }
+    if witnesses >= count {
+        bail!("--witnesses must be fewer than --nodes (the first node is always a member)");
     }
     hafen_model::NodeName::new(node_name(prefix, count)).map_err(|error| anyhow!("--prefix: {error}"))?;
     let dir = std::path::absolute(dir).context("resolving --dir")?;
@@ -120,14 +127,20 @@ async fn up(count: usize, netns: bool, dir: &Path, prefix: &str) -> anyhow::Resu
         credentials_file: dir.join("credentials.json"),
         network,
     };
-    let result = start_nodes(&dir, &names, netns, &mut file).await;
+    let result = start_nodes(&dir, &names, netns, count - witnesses, &mut file).await;
     // Whatever happened, record what exists so `down` can remove it.
     write_cluster_file(&dir, &file)?;
     result?;
     Ok(file)
 }
 
-async fn start_nodes(dir: &Path, names: &[String], netns: bool, file: &mut ClusterFile) -> anyhow::Result<()> {
+async fn start_nodes(
+    dir: &Path,
+    names: &[String],
+    netns: bool,
+    members: usize,
+    file: &mut ClusterFile,
+) -> anyhow::Result<()> {
     let mut credentials: Option<Credentials> = None;
     for (index, name) in names.iter().enumerate() {
         let node_dir = dir.join(name);
@@ -142,8 +155,9 @@ async fn start_nodes(dir: &Path, names: &[String], netns: bool, file: &mut Clust
         std::fs::write(
             &config_path,
             format!(
-                "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\n",
-                data_dir.display()
+                "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\nrole = \"{}\"\n",
+                data_dir.display(),
+                if index < members { "member" } else { "witness" }
             ),
         )?;
         let config = hafen_daemon::config::NodeConfig::load(&config_path)?;

@@ -1,4 +1,4 @@
-//! Driver ports: the traits every hypervisor, storage pool and resource-agent adapter implements, with plain types.
+//! Driver ports: the traits every hypervisor, storage pool and resource-agent adapter implements, with plain types and the shared test suites every implementation runs.
 
 pub mod hypervisor;
 pub mod resource;

@@ -110,6 +110,13 @@ pub fn sign_node_request(
     Ok(cert.pem())
 }
 
+/// Checks that `request_pem` is a well-formed signing request, before a join is committed.
+pub fn node_request_is_valid(request_pem: &str) -> Result<(), TlsError> {
+    CertificateSigningRequestParams::from_pem(request_pem)
+        .map(|_| ())
+        .map_err(|error| TlsError::BadRequest(error.to_string()))
+}
+
 fn load_issuer(ca: &CaMaterial) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
     let key = KeyPair::from_pem(&ca.key_pem).map_err(|error| TlsError::Pem {
         what: "the CA key".to_string(),
