@@ -19,7 +19,9 @@ use tokio::process::Command;
 use crate::command_line::{LaunchPlan, VmFiles, command_line, tap_script, tcp_address};
 use crate::dir_pool::DirPool;
 use crate::probe::{Accel, AccelChoice, KvmProbe, find_binary, probe_kvm_cached};
-use crate::process::{is_alive, kill_all_with, kill_now, read_pidfile, wait_gone};
+use crate::process::{
+    is_alive, kill_all_with, kill_now, read_pidfile, wait_gone, wait_images_released,
+};
 use crate::qmp::{QmpClient, QmpError};
 
 /// Unix socket paths (QMP, VNC) must fit `sun_path`, 108 bytes with the terminating NUL.
@@ -283,6 +285,36 @@ impl QemuDriver {
         remove_runtime_files(&self.files(name));
     }
 
+    /// After the process of `name` is gone: waits (bounded) until its images are
+    /// unlocked, so "stopped" means another host can open them, then forgets the VM.
+    ///
+    /// Only a VM in the normal role owned the locks: around a migration the other half
+    /// may hold them, and OFD locks do not say who holds them.
+    async fn finish_exit(&self, name: &str, role: Option<Role>) {
+        if matches!(role, None | Some(Role::Normal)) {
+            let paths = self.disk_paths_of(name);
+            if !wait_images_released(&paths, self.exit_timeout()).await {
+                tracing::warn!(vm = %name, ?paths, "images still locked after the vm exited");
+            }
+        }
+        self.forget(name);
+    }
+
+    /// The image files of `name` as recorded in its spec file (empty if unreadable).
+    fn disk_paths_of(&self, name: &str) -> Vec<PathBuf> {
+        let Ok(json) = std::fs::read(self.files(name).spec_file()) else {
+            return Vec::new();
+        };
+        let Ok(spec) = serde_json::from_slice::<VmSpec>(&json) else {
+            return Vec::new();
+        };
+        spec.disks
+            .iter()
+            .filter_map(|disk| self.pools.get(&disk.pool)?.find_volume(&disk.volume))
+            .map(|(path, _)| path)
+            .collect()
+    }
+
     /// The pid of a live QEMU for `name` from its pidfile, whoever started it.
     fn running_pid(&self, name: &str) -> Option<u32> {
         if validate_name(name).is_err() {
@@ -514,7 +546,7 @@ impl QemuDriver {
             }
             StopOutcome::Killed
         };
-        self.forget(&vm.name);
+        self.finish_exit(&vm.name, Some(vm.role())).await;
         Ok(outcome)
     }
 
@@ -560,6 +592,23 @@ impl QemuDriver {
             VmState::Running => Ok(()),
             other => Err(format!("vm is {other:?} after cont")),
         }
+    }
+
+    /// QEMU reports a migration completed while the source is still in `finish-migrate`;
+    /// it reaches `postmigrate` a moment later, with no event to say so: poll, bounded.
+    async fn wait_settled_after_migration(&self, vm: &ManagedVm) {
+        let deadline = tokio::time::Instant::now() + self.exit_timeout();
+        while tokio::time::Instant::now() < deadline {
+            match vm.qmp.execute("query-status", None).await {
+                Ok(reply)
+                    if reply.get("status").and_then(Value::as_str) == Some("finish-migrate") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                _ => return,
+            }
+        }
+        tracing::warn!(vm = %vm.name, "source still in finish-migrate after the migration completed");
     }
 
     async fn migration_error_description(&self, vm: &ManagedVm) -> String {
@@ -682,7 +731,7 @@ impl Hypervisor for QemuDriver {
         };
         let _operation = vm.operation.lock().await;
         if !vm.alive() {
-            self.forget(name);
+            self.finish_exit(name, Some(vm.role())).await;
             return Ok(StopOutcome::AlreadyStopped);
         }
         if vm.qmp.execute("system_powerdown", None).await.is_ok()
@@ -692,7 +741,7 @@ impl Hypervisor for QemuDriver {
                 .await
             && wait_gone(vm.pid, &vm.files.qmp_socket(), self.exit_timeout()).await
         {
-            self.forget(name);
+            self.finish_exit(name, Some(vm.role())).await;
             tracing::info!(vm = %name, "guest powered off");
             return Ok(StopOutcome::PoweredOff);
         }
@@ -701,7 +750,9 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn kill(&self, name: &str) -> Result<(), KillVmError> {
-        let pid = match self.managed(name) {
+        let managed = self.managed(name);
+        let role = managed.as_ref().map(|vm| vm.role());
+        let pid = match managed {
             Some(vm) if vm.alive() => Some(vm.pid),
             _ => self.running_pid(name),
         };
@@ -718,7 +769,7 @@ impl Hypervisor for QemuDriver {
             tracing::info!(vm = %name, pid, "vm killed");
         }
         if validate_name(name).is_ok() {
-            self.forget(name);
+            self.finish_exit(name, role).await;
         }
         Ok(())
     }
@@ -738,7 +789,7 @@ impl Hypervisor for QemuDriver {
             return Ok(stopped);
         };
         if !vm.alive() {
-            self.forget(name);
+            self.finish_exit(name, Some(vm.role())).await;
             return Ok(stopped);
         }
         if vm.qmp.is_closed() {
@@ -932,6 +983,7 @@ impl Hypervisor for QemuDriver {
         match self.run_migration(&vm, &migration).await {
             Ok(status) if status == "completed" => {
                 vm.set_role(Role::MigratedAway);
+                self.wait_settled_after_migration(&vm).await;
                 tracing::info!(vm = %name, "migration sent; source paused");
                 Ok(())
             }

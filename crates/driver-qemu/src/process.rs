@@ -107,3 +107,74 @@ pub async fn kill_all_with(marker: &Path, timeout: Duration) -> bool {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
+
+/// Whether any process holds a lock on `path` (QEMU locks image files with OFD locks).
+pub fn image_locked(path: &Path) -> bool {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    // Asking whether a whole-file write lock could be taken reports any lock by anyone.
+    let mut probe = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe)) {
+        Ok(_) => probe.l_type != libc::F_UNLCK as libc::c_short,
+        Err(_) => false,
+    }
+}
+
+/// Waits until no lock is held on any of `paths`; false on timeout. The kernel releases
+/// a dead process's locks with its files, which can lag its threads' exit by milliseconds.
+pub async fn wait_images_released(paths: &[std::path::PathBuf], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !paths.iter().any(|path| image_locked(path)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lock probe against a lock this test takes on its own, separate file
+    //! description, as QEMU does on its image (a shared lock on one byte).
+
+    use super::*;
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+
+    /// Proves a single-byte read lock is seen, and its release too.
+    #[test]
+    fn image_lock_probe_sees_ofd_locks() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("image");
+        std::fs::write(&path, vec![0_u8; 4096]).expect("write");
+        assert!(!image_locked(&path), "a fresh file is unlocked");
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let lock = libc::flock {
+            l_type: libc::F_RDLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 100,
+            l_len: 1,
+            l_pid: 0,
+        };
+        fcntl(&holder, FcntlArg::F_OFD_SETLK(&lock)).expect("lock one byte");
+        assert!(image_locked(&path), "the lock is seen");
+        drop(holder);
+        assert!(!image_locked(&path), "closing the file releases it");
+    }
+}

@@ -252,6 +252,29 @@ impl QemuFixture {
     }
 }
 
+impl Drop for QemuFixture {
+    /// A failed assertion skips a test's own cleanup: kill every QEMU that belongs to this
+    /// fixture (their command lines name its directory) so none outlives the test.
+    fn drop(&mut self) {
+        let marker = format!("{}/", self.directory.path().to_string_lossy());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(command_line) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&command_line).contains(&marker) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Fixture for QemuFixture {
     type Hypervisor = QemuDriver;
     type Pool = DirPool;

@@ -310,7 +310,7 @@ impl ClusterState {
                 "a node named {name} is already a member"
             )));
         }
-        if node.address.parse::<std::net::SocketAddr>().is_err() {
+        if node.address.parse::<core::net::SocketAddr>().is_err() {
             return Err(Rejection::Invalid(format!(
                 "node address {:?} is not an ip:port",
                 node.address

@@ -25,8 +25,8 @@ impl Default for RaftTiming {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 600,
-            election_timeout_max_ms: 1200,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
             snapshot_every_entries: 2000,
         }
     }
