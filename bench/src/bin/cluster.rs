@@ -5,7 +5,7 @@
 //! idle and reads each daemon's resident memory. The last line is a JSON summary.
 
 use hafen_client::Client;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,7 +36,11 @@ fn options() -> Options {
             other => panic!("unknown argument {other} (use --hafen PATH, --changes N, --idle-s S)"),
         }
     }
-    Options { hafen, changes, idle_s }
+    Options {
+        hafen,
+        changes,
+        idle_s,
+    }
 }
 
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
@@ -64,17 +68,27 @@ fn main() {
         .output()
         .unwrap_or_else(|error| panic!("cannot run {}: {error}", options.hafen.display()));
     let down = || {
-        let _ = Command::new(&options.hafen).args(["dev-cluster", "down", "--dir"]).arg(&dir).output();
+        let _ = Command::new(&options.hafen)
+            .args(["dev-cluster", "down", "--dir"])
+            .arg(&dir)
+            .output();
         let _ = std::fs::remove_dir_all(&dir);
     };
     if !up.status.success() {
         down();
-        panic!("dev-cluster up failed: {}", String::from_utf8_lossy(&up.stderr));
+        panic!(
+            "dev-cluster up failed: {}",
+            String::from_utf8_lossy(&up.stderr)
+        );
     }
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cluster.json")).unwrap()).unwrap();
     let ca_pem = std::fs::read_to_string(file["ca_file"].as_str().unwrap()).unwrap();
     let token = file["admin_token"].as_str().unwrap().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let summary = runtime.block_on(async {
         let all: Vec<String> = file["nodes"].as_array().unwrap().iter().map(|node| node["api_url"].as_str().unwrap().to_string()).collect();
         let any = Client::new(all.clone(), &ca_pem, Some(token.clone())).unwrap();
@@ -108,6 +122,9 @@ fn main() {
         })
     });
     down();
-    println!("commit latency through the leader over {} changes, idle RSS after {} s", options.changes, options.idle_s);
+    println!(
+        "commit latency through the leader over {} changes, idle RSS after {} s",
+        options.changes, options.idle_s
+    );
     println!("{summary}");
 }

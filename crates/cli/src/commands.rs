@@ -2,7 +2,7 @@
 
 use crate::output;
 use crate::{ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, TopCommand};
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use clap::CommandFactory;
 use hafen_client::{Client, Credentials};
 use hafen_daemon::config::NodeConfig;
@@ -19,7 +19,12 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Config(command) => config(&global, command).await,
         TopCommand::Events { follow } => events(&global, follow).await,
         TopCommand::Completions { shell } => {
-            clap_complete::generate(shell, &mut crate::Cli::command(), "hafen", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut crate::Cli::command(),
+                "hafen",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         TopCommand::DevCluster(command) => crate::devcluster::run(&global, command).await,
@@ -51,10 +56,11 @@ pub fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
     } else {
         global.server.clone()
     };
-    let token = global
-        .token
-        .clone()
-        .or_else(|| credentials.as_ref().map(|credentials| credentials.token.clone()));
+    let token = global.token.clone().or_else(|| {
+        credentials
+            .as_ref()
+            .map(|credentials| credentials.token.clone())
+    });
     let ca_pem = match &global.ca {
         Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read CA file {}", path.display()))?,
         None => credentials
@@ -66,15 +72,19 @@ pub fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializes"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializes")
+    );
 }
 
 async fn daemon(config_path: &Path) -> anyhow::Result<()> {
     let config = NodeConfig::load(config_path)?;
     init_logging(&config.log.level);
     let shutdown = async {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs");
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}
@@ -91,11 +101,11 @@ fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HAFEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let registry = tracing_subscriber::registry().with(filter);
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(journald) = tracing_journald::layer() {
-            registry.with(journald).init();
-            return;
-        }
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        registry.with(journald).init();
+        return;
     }
     registry
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -105,7 +115,10 @@ fn init_logging(filter: &str) {
 /// Parses `30s`, `10m`, `1h`, `2d` (a bare number means seconds).
 pub fn parse_duration_s(text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let value: u64 = number
         .parse()
         .map_err(|_| anyhow!("bad duration {text:?}: expected e.g. 30s, 10m, 1h or 2d"))?;
@@ -145,11 +158,17 @@ async fn cluster(global: &GlobalArgs, command: ClusterCommand) -> anyhow::Result
             }
             Ok(())
         }
-        ClusterCommand::Join { addr, token, config } => {
+        ClusterCommand::Join {
+            addr,
+            token,
+            config,
+        } => {
             let config = NodeConfig::load(&config)?;
             let outcome = hafen_daemon::setup::join_cluster(&config, &addr, &token).await?;
             if global.output == OutputFormat::Json {
-                print_json(&serde_json::json!({"node_id": outcome.node_id, "cluster_name": outcome.cluster_name}));
+                print_json(
+                    &serde_json::json!({"node_id": outcome.node_id, "cluster_name": outcome.cluster_name}),
+                );
             } else {
                 println!(
                     "{} joined cluster {:?} as node {}; next: start its daemon",
@@ -194,7 +213,10 @@ async fn status(global: &GlobalArgs, watch: bool) -> anyhow::Result<()> {
             Err(error) => format!("cannot get status: {error}\n"),
         };
         // Clear the screen and redraw from the top, like `crm_mon`.
-        print!("\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to quit)\n", screen);
+        print!(
+            "\x1b[2J\x1b[H{}\n(refreshing every second; Ctrl-C to quit)\n",
+            screen
+        );
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::select! {
@@ -218,7 +240,9 @@ async fn node(global: &GlobalArgs, command: NodeCommand) -> anyhow::Result<()> {
             let node = client.node(&name).await?;
             match global.output {
                 OutputFormat::Json => print_json(&node),
-                OutputFormat::Text => print!("{}", output::nodes_table(std::slice::from_ref(&node))),
+                OutputFormat::Text => {
+                    print!("{}", output::nodes_table(std::slice::from_ref(&node)))
+                }
             }
         }
         NodeCommand::Remove { name } => {

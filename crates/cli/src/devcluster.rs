@@ -6,7 +6,7 @@
 //! namespace reaches everything through one more veth. `down` removes all of it.
 
 use crate::GlobalArgs;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use clap::Subcommand;
 use hafen_client::{Client, Credentials};
 use serde::{Deserialize, Serialize};
@@ -88,8 +88,14 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             if global.output == crate::OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&file)?);
             } else {
-                println!("dev cluster of {nodes} nodes is up; see {}", dir.join("cluster.json").display());
-                println!("try: HAFEN_CREDENTIALS={} hafen status", file.credentials_file.display());
+                println!(
+                    "dev cluster of {nodes} nodes is up; see {}",
+                    dir.join("cluster.json").display()
+                );
+                println!(
+                    "try: HAFEN_CREDENTIALS={} hafen status",
+                    file.credentials_file.display()
+                );
             }
             Ok(())
         }
@@ -101,14 +107,21 @@ fn node_name(prefix: &str, index: usize) -> String {
     format!("{prefix}{index}")
 }
 
-async fn up(count: usize, netns: bool, dir: &Path, prefix: &str, witnesses: usize) -> anyhow::Result<ClusterFile> {
+async fn up(
+    count: usize,
+    netns: bool,
+    dir: &Path,
+    prefix: &str,
+    witnesses: usize,
+) -> anyhow::Result<ClusterFile> {
     if !(1..=64).contains(&count) {
         bail!("--nodes must be between 1 and 64");
     }
     if witnesses >= count {
         bail!("--witnesses must be fewer than --nodes (the first node is always a member)");
     }
-    hafen_model::NodeName::new(node_name(prefix, count)).map_err(|error| anyhow!("--prefix: {error}"))?;
+    hafen_model::NodeName::new(node_name(prefix, count))
+        .map_err(|error| anyhow!("--prefix: {error}"))?;
     let dir = std::path::absolute(dir).context("resolving --dir")?;
     if dir.join("cluster.json").exists() {
         bail!(
@@ -119,7 +132,11 @@ async fn up(count: usize, netns: bool, dir: &Path, prefix: &str, witnesses: usiz
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let names: Vec<String> = (1..=count).map(|index| node_name(prefix, index)).collect();
-    let network = if netns { Some(create_network(&names)?) } else { None };
+    let network = if netns {
+        Some(create_network(&names)?)
+    } else {
+        None
+    };
     let mut file = ClusterFile {
         nodes: Vec::new(),
         admin_token: String::new(),
@@ -169,7 +186,11 @@ async fn start_nodes(
                 credentials = Some(outcome.credentials);
             }
             Some(credentials) => {
-                let client = Client::new(credentials.servers.clone(), &credentials.ca_pem, Some(credentials.token.clone()))?;
+                let client = Client::new(
+                    credentials.servers.clone(),
+                    &credentials.ca_pem,
+                    Some(credentials.token.clone()),
+                )?;
                 let token = client.issue_token(Some(600)).await?.token;
                 hafen_daemon::setup::join_cluster(&config, &credentials.servers[0], &token)
                     .await
@@ -200,7 +221,10 @@ async fn start_nodes(
 fn spawn_daemon(config: &Path, log: &Path, namespace: Option<&str>) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let executable = std::env::current_exe().context("locating the hafen binary")?;
-    let output = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
     let mut command = match namespace {
         Some(namespace) => {
             let mut command = Command::new("ip");
@@ -218,25 +242,39 @@ fn spawn_daemon(config: &Path, log: &Path, namespace: Option<&str>) -> anyhow::R
         .stderr(output)
         // Its own process group: a Ctrl-C at the terminal that ran `up` does not stop the cluster.
         .process_group(0);
-    let child = command.spawn().with_context(|| format!("starting daemon for {}", config.display()))?;
+    let child = command
+        .spawn()
+        .with_context(|| format!("starting daemon for {}", config.display()))?;
     Ok(child.id())
 }
 
 /// Waits until `name` answers through the API and is listed as a member.
-async fn wait_until_member(credentials: &Credentials, name: &str, log: &Path) -> anyhow::Result<()> {
-    let client = Client::new(credentials.servers.clone(), &credentials.ca_pem, Some(credentials.token.clone()))?
-        .with_deadline(Duration::from_secs(2));
+async fn wait_until_member(
+    credentials: &Credentials,
+    name: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let client = Client::new(
+        credentials.servers.clone(),
+        &credentials.ca_pem,
+        Some(credentials.token.clone()),
+    )?
+    .with_deadline(Duration::from_secs(2));
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        if let Ok(status) = client.status().await {
-            if status.nodes.iter().any(|node| node.name == name) {
-                return Ok(());
-            }
+        if let Ok(status) = client.status().await
+            && status.nodes.iter().any(|node| node.name == name)
+        {
+            return Ok(());
         }
         if Instant::now() > deadline {
             let tail = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            bail!("node {name} did not join within {} s; its log ends: {}", READY_TIMEOUT.as_secs(), tail.join(" | "));
+            bail!(
+                "node {name} did not join within {} s; its log ends: {}",
+                READY_TIMEOUT.as_secs(),
+                tail.join(" | ")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -244,8 +282,12 @@ async fn wait_until_member(credentials: &Credentials, name: &str, log: &Path) ->
 
 /// Waits until a leader is elected, every node is online and the voter set is complete.
 async fn wait_until_settled(credentials: &Credentials, count: usize) -> anyhow::Result<()> {
-    let client = Client::new(credentials.servers.clone(), &credentials.ca_pem, Some(credentials.token.clone()))?
-        .with_deadline(Duration::from_secs(2));
+    let client = Client::new(
+        credentials.servers.clone(),
+        &credentials.ca_pem,
+        Some(credentials.token.clone()),
+    )?
+    .with_deadline(Duration::from_secs(2));
     let voters_wanted = count.min(3);
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last;
@@ -258,15 +300,26 @@ async fn wait_until_settled(credentials: &Credentials, count: usize) -> anyhow::
                     .filter(|node| node.state == hafen_api_types::NodeState::Online)
                     .count();
                 let voters = status.nodes.iter().filter(|node| node.voter).count();
-                if status.leader.is_some() && status.nodes.len() == count && online == count && voters == voters_wanted {
+                if status.leader.is_some()
+                    && status.nodes.len() == count
+                    && online == count
+                    && voters == voters_wanted
+                {
                     return Ok(());
                 }
-                last = format!("{} nodes, {online} online, {voters} voters, leader {:?}", status.nodes.len(), status.leader);
+                last = format!(
+                    "{} nodes, {online} online, {voters} voters, leader {:?}",
+                    status.nodes.len(),
+                    status.leader
+                );
             }
             Err(error) => last = error.to_string(),
         }
         if Instant::now() > deadline {
-            bail!("cluster did not settle within {} s: {last}", READY_TIMEOUT.as_secs());
+            bail!(
+                "cluster did not settle within {} s: {last}",
+                READY_TIMEOUT.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -279,7 +332,8 @@ fn free_port() -> anyhow::Result<u16> {
 
 fn write_cluster_file(dir: &Path, file: &ClusterFile) -> anyhow::Result<()> {
     let path = dir.join("cluster.json");
-    std::fs::write(&path, serde_json::to_string_pretty(file)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_string_pretty(file)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs `ip ARGS`, failing with its stderr.
@@ -289,7 +343,11 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
         .output()
         .context("running `ip` (install iproute2)")?;
     if !output.status.success() {
-        bail!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -300,7 +358,9 @@ fn namespace_exists(name: &str) -> bool {
 
 fn create_network(names: &[String]) -> anyhow::Result<NetworkEntry> {
     if namespace_exists(SWITCH_NAMESPACE) {
-        bail!("a netns dev cluster is already running here (namespace {SWITCH_NAMESPACE} exists); run `hafen dev-cluster down --dir <its dir>` first");
+        bail!(
+            "a netns dev cluster is already running here (namespace {SWITCH_NAMESPACE} exists); run `hafen dev-cluster down --dir <its dir>` first"
+        );
     }
     let mut entry = NetworkEntry {
         namespaces: Vec::new(),
@@ -317,12 +377,46 @@ fn build_network(names: &[String], entry: &mut NetworkEntry) -> anyhow::Result<(
     ip(&["netns", "add", SWITCH_NAMESPACE])?;
     entry.namespaces.push(SWITCH_NAMESPACE.to_string());
     ip(&["-n", SWITCH_NAMESPACE, "link", "set", "lo", "up"])?;
-    ip(&["-n", SWITCH_NAMESPACE, "link", "add", "br0", "type", "bridge"])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "add",
+        "br0",
+        "type",
+        "bridge",
+    ])?;
     ip(&["-n", SWITCH_NAMESPACE, "link", "set", "br0", "up"])?;
-    ip(&["link", "add", ROOT_LINK, "type", "veth", "peer", "name", "up-root", "netns", SWITCH_NAMESPACE])?;
+    ip(&[
+        "link",
+        "add",
+        ROOT_LINK,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up-root",
+        "netns",
+        SWITCH_NAMESPACE,
+    ])?;
     entry.root_links.push(ROOT_LINK.to_string());
-    ip(&["-n", SWITCH_NAMESPACE, "link", "set", "up-root", "master", "br0", "up"])?;
-    ip(&["addr", "add", &format!("{ROOT_ADDRESS}/24"), "dev", ROOT_LINK])?;
+    ip(&[
+        "-n",
+        SWITCH_NAMESPACE,
+        "link",
+        "set",
+        "up-root",
+        "master",
+        "br0",
+        "up",
+    ])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{ROOT_ADDRESS}/24"),
+        "dev",
+        ROOT_LINK,
+    ])?;
     ip(&["link", "set", ROOT_LINK, "up"])?;
     for (index, name) in names.iter().enumerate() {
         let namespace = format!("hafen-{name}");
@@ -332,14 +426,43 @@ fn build_network(names: &[String], entry: &mut NetworkEntry) -> anyhow::Result<(
         entry.namespaces.push(namespace.clone());
         ip(&["-n", &namespace, "link", "set", "lo", "up"])?;
         ip(&["-n", &namespace, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &namespace, "addr", "add", &format!("{SUBNET_PREFIX}.{}/24", index + 1), "dev", "br0"])?;
+        ip(&[
+            "-n",
+            &namespace,
+            "addr",
+            "add",
+            &format!("{SUBNET_PREFIX}.{}/24", index + 1),
+            "dev",
+            "br0",
+        ])?;
         ip(&["-n", &namespace, "link", "set", "br0", "up"])?;
         ip(&[
-            "-n", &namespace, "link", "add", &host_link, "type", "veth", "peer", "name", &switch_link, "netns",
+            "-n",
+            &namespace,
+            "link",
+            "add",
+            &host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &switch_link,
+            "netns",
             SWITCH_NAMESPACE,
         ])?;
-        ip(&["-n", &namespace, "link", "set", &host_link, "master", "br0", "up"])?;
-        ip(&["-n", SWITCH_NAMESPACE, "link", "set", &switch_link, "master", "br0", "up"])?;
+        ip(&[
+            "-n", &namespace, "link", "set", &host_link, "master", "br0", "up",
+        ])?;
+        ip(&[
+            "-n",
+            SWITCH_NAMESPACE,
+            "link",
+            "set",
+            &switch_link,
+            "master",
+            "br0",
+            "up",
+        ])?;
     }
     Ok(())
 }
@@ -356,12 +479,18 @@ fn remove_network(entry: &NetworkEntry) {
 
 /// Kills every process left in a namespace (daemons, and later their VMs).
 fn kill_namespace_processes(namespace: &str) {
-    let Ok(output) = Command::new("ip").args(["netns", "pids", namespace]).output() else {
+    let Ok(output) = Command::new("ip")
+        .args(["netns", "pids", namespace])
+        .output()
+    else {
         return;
     };
     for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
         if let Ok(pid) = pid.parse::<i32>() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
@@ -369,14 +498,20 @@ fn kill_namespace_processes(namespace: &str) {
 fn process_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')))
+            .map(|stat| {
+                stat.split(") ")
+                    .nth(1)
+                    .is_some_and(|rest| rest.starts_with('Z'))
+            })
             .unwrap_or(true)
 }
 
 fn down(dir: &Path) -> anyhow::Result<()> {
     let path = dir.join("cluster.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("no dev cluster at {}", dir.display()))?;
-    let file: ClusterFile = serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("no dev cluster at {}", dir.display()))?;
+    let file: ClusterFile =
+        serde_json::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
     for node in &file.nodes {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(node.pid).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -396,4 +531,3 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     println!("dev cluster at {} is down", dir.display());
     Ok(())
 }
-

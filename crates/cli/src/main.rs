@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "hafen", version, about = "High-availability cluster manager for virtual machines")]
+#[command(
+    name = "hafen",
+    version,
+    about = "High-availability cluster manager for virtual machines"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -123,18 +127,32 @@ pub enum NodeCommand {
 pub enum ConfigCommand {
     /// All properties with their values.
     Show,
-    Get { key: String },
-    Set { key: String, value: String },
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: String,
+    },
     /// Return a property to its default.
-    Unset { key: String },
+    Unset {
+        key: String,
+    },
     /// Configuration versions, newest last.
     History,
     /// What changed from epoch A to epoch B (default: the current one).
-    Diff { from: u64, to: Option<u64> },
+    Diff {
+        from: u64,
+        to: Option<u64>,
+    },
     /// Restore the configuration of an earlier epoch (as a new epoch).
-    Rollback { epoch: u64 },
+    Rollback {
+        epoch: u64,
+    },
     /// Check a daemon configuration file without starting anything.
-    Validate { file: PathBuf },
+    Validate {
+        file: PathBuf,
+    },
 }
 
 fn main() {

@@ -1,6 +1,9 @@
 //! Text renderings for people; JSON output is the API types themselves.
 
-use hafen_api_types::{ConfigReport, DiffReport, EpochChange, EventEntry, HistoryEntry, NodeState, NodeStatus, StatusReport};
+use hafen_api_types::{
+    ConfigReport, DiffReport, EpochChange, EventEntry, HistoryEntry, NodeState, NodeStatus,
+    StatusReport,
+};
 use std::fmt::Write;
 
 /// Like `crm_mon -1`: summary, node list, resources, warnings.
@@ -8,8 +11,16 @@ pub fn status_text(report: &StatusReport) -> String {
     let mut out = String::new();
     let voters = report.nodes.iter().filter(|node| node.voter).count();
     let _ = writeln!(out, "Cluster Summary:");
-    let _ = writeln!(out, "  * Cluster: {} (configuration epoch {}, term {})", report.cluster_name, report.epoch, report.term);
-    let _ = writeln!(out, "  * Leader: {}", report.leader.as_deref().unwrap_or("none"));
+    let _ = writeln!(
+        out,
+        "  * Cluster: {} (configuration epoch {}, term {})",
+        report.cluster_name, report.epoch, report.term
+    );
+    let _ = writeln!(
+        out,
+        "  * Leader: {}",
+        report.leader.as_deref().unwrap_or("none")
+    );
     let _ = writeln!(
         out,
         "  * {} nodes configured, {voters} voters, {} resources configured",
@@ -53,7 +64,11 @@ pub fn status_text(report: &StatusReport) -> String {
             resource.name,
             resource.kind,
             resource.state,
-            resource.node.as_ref().map(|node| format!(" {node}")).unwrap_or_default()
+            resource
+                .node
+                .as_ref()
+                .map(|node| format!(" {node}"))
+                .unwrap_or_default()
         );
     }
     if !report.warnings.is_empty() {
@@ -90,7 +105,9 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
                 "learner".to_string()
             },
             node.address.clone(),
-            node.last_seen_ms.map(|ms| format!("{ms} ms ago")).unwrap_or_else(|| "never".to_string()),
+            node.last_seen_ms
+                .map(|ms| format!("{ms} ms ago"))
+                .unwrap_or_else(|| "never".to_string()),
         ]);
     }
     table(&rows)
@@ -116,12 +133,20 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 pub fn config_text(report: &ConfigReport) -> String {
-    let mut rows = vec![["PROPERTY".to_string(), "VALUE".to_string(), "DEFAULT".to_string()]];
+    let mut rows = vec![[
+        "PROPERTY".to_string(),
+        "VALUE".to_string(),
+        "DEFAULT".to_string(),
+    ]];
     for entry in &report.properties {
         rows.push([
             entry.key.clone(),
             entry.value.clone(),
-            if entry.is_default { "(default)".to_string() } else { entry.default.clone() },
+            if entry.is_default {
+                "(default)".to_string()
+            } else {
+                entry.default.clone()
+            },
         ]);
     }
     format!("configuration epoch {}\n{}", report.epoch, table(&rows))
@@ -156,13 +181,24 @@ pub fn diff_text(report: &DiffReport) -> String {
 }
 
 pub fn history_text(history: &[HistoryEntry]) -> String {
-    let mut rows = vec![["EPOCH".to_string(), "AT (ms since epoch)".to_string(), "CHANGE".to_string()]];
+    let mut rows = vec![[
+        "EPOCH".to_string(),
+        "AT (ms since epoch)".to_string(),
+        "CHANGE".to_string(),
+    ]];
     for entry in history {
-        rows.push([entry.epoch.to_string(), entry.at_ms.to_string(), entry.summary.clone()]);
+        rows.push([
+            entry.epoch.to_string(),
+            entry.at_ms.to_string(),
+            entry.summary.clone(),
+        ]);
     }
     table(&rows)
 }
 
 pub fn event_line(event: &EventEntry) -> String {
-    format!("{:>6}  {}  {:<10}  {}", event.id, event.at_ms, event.kind, event.message)
+    format!(
+        "{:>6}  {}  {:<10}  {}",
+        event.id, event.at_ms, event.kind, event.message
+    )
 }

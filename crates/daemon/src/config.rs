@@ -12,7 +12,11 @@ pub enum ConfigError {
     #[error("config file {path}: {detail}")]
     Parse { path: String, detail: String },
     #[error("config file {path}: key `{key}`: {reason}")]
-    BadValue { path: String, key: String, reason: String },
+    BadValue {
+        path: String,
+        key: String,
+        reason: String,
+    },
 }
 
 /// A node's configuration file.
@@ -107,39 +111,58 @@ impl NodeConfig {
             key: key.to_string(),
             reason,
         };
-        hafen_model::NodeName::new(self.node_name.clone()).map_err(|error| bad("node_name", error.to_string()))?;
+        hafen_model::NodeName::new(self.node_name.clone())
+            .map_err(|error| bad("node_name", error.to_string()))?;
         if self.advertise.is_none() && self.listen.ip().is_unspecified() {
             return Err(bad(
                 "advertise",
-                format!("required when listen is {} (peers need a concrete address)", self.listen),
+                format!(
+                    "required when listen is {} (peers need a concrete address)",
+                    self.listen
+                ),
             ));
         }
-        if let Some(advertise) = self.advertise {
-            if advertise.ip().is_unspecified() || advertise.port() == 0 {
-                return Err(bad("advertise", format!("{advertise} is not a reachable address")));
-            }
+        if let Some(advertise) = self.advertise
+            && (advertise.ip().is_unspecified() || advertise.port() == 0)
+        {
+            return Err(bad(
+                "advertise",
+                format!("{advertise} is not a reachable address"),
+            ));
         }
         if self.listen.port() == 0 {
             return Err(bad("listen", "a fixed port is required".to_string()));
         }
         if !self.data_dir.is_absolute() {
-            return Err(bad("data_dir", format!("{} must be an absolute path", self.data_dir.display())));
+            return Err(bad(
+                "data_dir",
+                format!("{} must be an absolute path", self.data_dir.display()),
+            ));
         }
         self.role
             .parse::<hafen_model::NodeRole>()
             .map_err(|error| bad("role", error))?;
         let t = &self.timeouts;
         if !(20..=10_000).contains(&t.heartbeat_interval_ms) {
-            return Err(bad("timeouts.heartbeat_interval_ms", "must be between 20 and 10000".to_string()));
+            return Err(bad(
+                "timeouts.heartbeat_interval_ms",
+                "must be between 20 and 10000".to_string(),
+            ));
         }
         if t.node_timeout_ms < 2 * t.heartbeat_interval_ms {
             return Err(bad(
                 "timeouts.node_timeout_ms",
-                format!("must be at least twice heartbeat_interval_ms ({})", 2 * t.heartbeat_interval_ms),
+                format!(
+                    "must be at least twice heartbeat_interval_ms ({})",
+                    2 * t.heartbeat_interval_ms
+                ),
             ));
         }
         if !(10..=5_000).contains(&t.raft_heartbeat_ms) {
-            return Err(bad("timeouts.raft_heartbeat_ms", "must be between 10 and 5000".to_string()));
+            return Err(bad(
+                "timeouts.raft_heartbeat_ms",
+                "must be between 10 and 5000".to_string(),
+            ));
         }
         if t.election_timeout_min_ms <= t.raft_heartbeat_ms {
             return Err(bad(
@@ -195,12 +218,20 @@ data_dir = "/var/lib/hafen"
             (GOOD.replace("alpha", "Alpha"), "node_name"),
             (GOOD.replace("127.0.0.1:7001", "nowhere"), "listen"),
             (GOOD.replace("/var/lib/hafen", "relative"), "data_dir"),
-            (format!("{GOOD}[timeouts]\nnode_timeout_ms = 100\n"), "timeouts.node_timeout_ms"),
-            (format!("{GOOD}[timeouts]\nheartbeat_ms = 100\n"), "heartbeat_ms"),
+            (
+                format!("{GOOD}[timeouts]\nnode_timeout_ms = 100\n"),
+                "timeouts.node_timeout_ms",
+            ),
+            (
+                format!("{GOOD}[timeouts]\nheartbeat_ms = 100\n"),
+                "heartbeat_ms",
+            ),
             (format!("{GOOD}role = \"boss\"\n"), "role"),
         ];
         for (text, key) in cases {
-            let error = NodeConfig::parse(&text, "test.toml").unwrap_err().to_string();
+            let error = NodeConfig::parse(&text, "test.toml")
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(key), "expected {key} in: {error}");
             assert!(error.contains("test.toml"), "{error}");
         }

@@ -17,7 +17,9 @@ pub const NODE_FILE_VERSION: u32 = 1;
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("data directory {0} is not initialized: run `hafen cluster init` (first node) or `hafen cluster join` (other nodes) with this config first")]
+    #[error(
+        "data directory {0} is not initialized: run `hafen cluster init` (first node) or `hafen cluster join` (other nodes) with this config first"
+    )]
     NotInitialized(String),
     #[error("data directory {0} already belongs to a cluster; refusing to overwrite it")]
     AlreadyInitialized(String),
@@ -45,7 +47,9 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf() }
+        Self {
+            path: path.to_path_buf(),
+        }
     }
 
     pub fn tls_dir(&self) -> PathBuf {
@@ -63,7 +67,9 @@ impl DataDir {
     /// Refuses to initialize a directory that already holds a node.
     pub fn ensure_fresh(&self) -> Result<(), DataDirError> {
         if self.is_initialized() || self.file(hafen_store::DATA_FILE_NAME).exists() {
-            return Err(DataDirError::AlreadyInitialized(self.path.display().to_string()));
+            return Err(DataDirError::AlreadyInitialized(
+                self.path.display().to_string(),
+            ));
         }
         Ok(())
     }
@@ -71,7 +77,9 @@ impl DataDir {
     pub fn load_identity(&self) -> Result<NodeIdentity, DataDirError> {
         let path = self.file(NODE_FILE);
         if !path.exists() {
-            return Err(DataDirError::NotInitialized(self.path.display().to_string()));
+            return Err(DataDirError::NotInitialized(
+                self.path.display().to_string(),
+            ));
         }
         let identity: NodeIdentity = read_json(&path)?;
         if identity.version != NODE_FILE_VERSION {
@@ -141,8 +149,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), DataDirError> 
         .mode(0o600)
         .open(&temporary)
         .map_err(io)?;
-    file.write_all(serde_json::to_string_pretty(value).expect("serializes").as_bytes())
-        .map_err(io)?;
+    file.write_all(
+        serde_json::to_string_pretty(value)
+            .expect("serializes")
+            .as_bytes(),
+    )
+    .map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&temporary, path).map_err(io)
 }

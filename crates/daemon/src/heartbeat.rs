@@ -33,10 +33,17 @@ pub async fn heartbeat_loop(
             liveness.record(replica.node_id(), Instant::now());
             continue;
         }
-        let Some((_, leader)) = replica.leader() else { continue };
+        let Some((_, leader)) = replica.leader() else {
+            continue;
+        };
         // Bounded by the interval so a dead leader never stalls the next beat.
         if let Err(error) = peer
-            .post(&leader.address, "/internal/heartbeat", body.clone(), interval)
+            .post(
+                &leader.address,
+                "/internal/heartbeat",
+                body.clone(),
+                interval,
+            )
             .await
         {
             tracing::debug!(%error, "heartbeat not delivered");

@@ -60,7 +60,9 @@ pub async fn run(
             address: config.listen.to_string(),
             detail: error.to_string(),
         })?;
-    let liveness = Arc::new(Liveness::new(Duration::from_millis(config.timeouts.node_timeout_ms)));
+    let liveness = Arc::new(Liveness::new(Duration::from_millis(
+        config.timeouts.node_timeout_ms,
+    )));
     let context = Arc::new(ApiContext {
         replica: replica.clone(),
         peer: peer.clone(),
@@ -92,7 +94,11 @@ pub async fn run(
         data_dir.clear_bootstrap()?;
     }
     let background = [
-        tokio::spawn(membership::reconcile_loop(replica.clone(), liveness.clone(), stopped.clone())),
+        tokio::spawn(membership::reconcile_loop(
+            replica.clone(),
+            liveness.clone(),
+            stopped.clone(),
+        )),
         tokio::spawn(heartbeat::heartbeat_loop(
             replica.clone(),
             peer,

@@ -14,7 +14,11 @@ use tokio::sync::watch;
 /// A follower this far behind the leader's log is not promoted to voter yet.
 const PROMOTION_LAG_ENTRIES: u64 = 100;
 
-pub async fn reconcile_loop(replica: Replica, liveness: Arc<Liveness>, mut shutdown: watch::Receiver<bool>) {
+pub async fn reconcile_loop(
+    replica: Replica,
+    liveness: Arc<Liveness>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut applied = replica.subscribe_applied();
     let mut metrics = replica.subscribe_metrics();
     loop {
@@ -30,7 +34,10 @@ pub async fn reconcile_loop(replica: Replica, liveness: Arc<Liveness>, mut shutd
     }
 }
 
-async fn reconcile_once(replica: &Replica, liveness: &Liveness) -> Result<(), hafen_store::WriteError> {
+async fn reconcile_once(
+    replica: &Replica,
+    liveness: &Liveness,
+) -> Result<(), hafen_store::WriteError> {
     let status = replica.status();
     liveness.observe_leadership(status.is_leader, Instant::now());
     if !status.is_leader {

@@ -1,7 +1,7 @@
 //! `cluster init` and `cluster join`: give a fresh data directory its identity and certificates.
 
 use crate::config::NodeConfig;
-use crate::datadir::{DataDir, DataDirError, NodeIdentity, NODE_FILE_VERSION};
+use crate::datadir::{DataDir, DataDirError, NODE_FILE_VERSION, NodeIdentity};
 use hafen_api_types::{JoinRequest, JoinToken};
 use hafen_client::{Client, ClientError, Credentials};
 use hafen_model::command::NewNode;
@@ -17,8 +17,14 @@ pub enum SetupError {
     Tls(#[from] TlsError),
     #[error("{0}")]
     Token(String),
-    #[error("the server at {server} is not the cluster this token belongs to (its CA fingerprint is {found}, the token expects {expected})")]
-    WrongCluster { server: String, found: String, expected: String },
+    #[error(
+        "the server at {server} is not the cluster this token belongs to (its CA fingerprint is {found}, the token expects {expected})"
+    )]
+    WrongCluster {
+        server: String,
+        found: String,
+        expected: String,
+    },
     #[error("join refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -92,7 +98,11 @@ pub struct JoinOutcome {
 }
 
 /// Joins the cluster at `server` with a one-time token: pins the CA, obtains a signed certificate.
-pub async fn join_cluster(config: &NodeConfig, server: &str, token: &str) -> Result<JoinOutcome, SetupError> {
+pub async fn join_cluster(
+    config: &NodeConfig,
+    server: &str,
+    token: &str,
+) -> Result<JoinOutcome, SetupError> {
     let data_dir = DataDir::new(&config.data_dir);
     data_dir.ensure_fresh()?;
     let token: JoinToken = token.parse().map_err(SetupError::Token)?;
@@ -101,7 +111,8 @@ pub async fn join_cluster(config: &NodeConfig, server: &str, token: &str) -> Res
     } else {
         format!("https://{server}")
     };
-    let anonymous = Client::unverified(server.clone())?.with_deadline(std::time::Duration::from_secs(10));
+    let anonymous =
+        Client::unverified(server.clone())?.with_deadline(std::time::Duration::from_secs(10));
     let ca_pem = anonymous.cluster_ca().await?.ca_pem;
     let found = tls::fingerprint(&ca_pem)?;
     if found != token.ca_fingerprint {
@@ -112,7 +123,8 @@ pub async fn join_cluster(config: &NodeConfig, server: &str, token: &str) -> Res
         });
     }
     let (key_pem, request_pem) = tls::node_key_and_request(&config.node_name)?;
-    let client = Client::new(vec![server], &ca_pem, None)?.with_deadline(std::time::Duration::from_secs(15));
+    let client =
+        Client::new(vec![server], &ca_pem, None)?.with_deadline(std::time::Duration::from_secs(15));
     let response = client
         .join(&JoinRequest {
             token_id: token.id,

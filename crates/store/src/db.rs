@@ -28,9 +28,13 @@ const CHECKSUM_BYTES: usize = 8;
 /// Why the data file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("data file {path} is corrupted: {detail}; refusing to start (restore it from a peer by removing the node and joining it again)")]
+    #[error(
+        "data file {path} is corrupted: {detail}; refusing to start (restore it from a peer by removing the node and joining it again)"
+    )]
     Corrupted { path: PathBuf, detail: String },
-    #[error("data file {path} has format version {found}, this build reads version {FORMAT_VERSION}; refusing to start")]
+    #[error(
+        "data file {path} has format version {found}, this build reads version {FORMAT_VERSION}; refusing to start"
+    )]
     UnknownFormat { path: PathBuf, found: u64 },
     #[error("data file {path} is in use by another process")]
     InUse { path: PathBuf },
@@ -80,7 +84,8 @@ impl DataFile {
             db: Arc::new(db),
             path: Arc::new(path),
         };
-        let verified = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| file.verify(existed)));
+        let verified =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| file.verify(existed)));
         match verified {
             Ok(result) => result?,
             Err(panic) => return Err(file.corrupted(panic_text(&panic))),
@@ -97,17 +102,26 @@ impl DataFile {
 
     /// Checks the format version and every checksum; writes the version into a new file.
     fn verify(&self, existed: bool) -> Result<(), StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.corrupted(e.to_string()))?;
+        let read = self
+            .db
+            .begin_read()
+            .map_err(|e| self.corrupted(e.to_string()))?;
         let format = match read.open_table(META) {
             Ok(meta) => {
                 for entry in meta.iter().map_err(|e| self.corrupted(e.to_string()))? {
                     let (key, value) = entry.map_err(|e| self.corrupted(e.to_string()))?;
-                    unseal(value.value())
-                        .map_err(|detail| self.corrupted(format!("meta {}: {detail}", key.value())))?;
+                    unseal(value.value()).map_err(|detail| {
+                        self.corrupted(format!("meta {}: {detail}", key.value()))
+                    })?;
                 }
-                match meta.get(KEY_FORMAT).map_err(|e| self.corrupted(e.to_string()))? {
-                    Some(value) => Some(decode_u64(&unseal(value.value()).map_err(|d| self.corrupted(d))?)
-                        .map_err(|d| self.corrupted(d))?),
+                match meta
+                    .get(KEY_FORMAT)
+                    .map_err(|e| self.corrupted(e.to_string()))?
+                {
+                    Some(value) => Some(
+                        decode_u64(&unseal(value.value()).map_err(|d| self.corrupted(d))?)
+                            .map_err(|d| self.corrupted(d))?,
+                    ),
                     None => None,
                 }
             }
@@ -144,7 +158,8 @@ impl DataFile {
         if let Ok(snapshot) = read.open_table(SNAPSHOT) {
             for entry in snapshot.iter().map_err(|e| self.corrupted(e.to_string()))? {
                 let (_, value) = entry.map_err(|e| self.corrupted(e.to_string()))?;
-                unseal(value.value()).map_err(|detail| self.corrupted(format!("snapshot: {detail}")))?;
+                unseal(value.value())
+                    .map_err(|detail| self.corrupted(format!("snapshot: {detail}")))?;
             }
         }
         Ok(())
@@ -158,7 +173,10 @@ impl DataFile {
     }
 
     pub(crate) fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.corrupted(e.to_string()))?;
+        let read = self
+            .db
+            .begin_read()
+            .map_err(|e| self.corrupted(e.to_string()))?;
         let meta = match read.open_table(META) {
             Ok(meta) => meta,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -166,22 +184,34 @@ impl DataFile {
         };
         let value = meta.get(key).map_err(|e| self.corrupted(e.to_string()))?;
         match value {
-            Some(value) => Ok(Some(
-                unseal(value.value()).map_err(|detail| self.corrupted(format!("meta {key}: {detail}")))?,
-            )),
+            Some(value) => {
+                Ok(Some(unseal(value.value()).map_err(|detail| {
+                    self.corrupted(format!("meta {key}: {detail}"))
+                })?))
+            }
             None => Ok(None),
         }
     }
 
-    pub(crate) fn put_meta(&self, key: &str, value: &[u8], durable: bool) -> Result<(), StoreError> {
-        let mut write = self.db.begin_write().map_err(|e| self.corrupted(e.to_string()))?;
+    pub(crate) fn put_meta(
+        &self,
+        key: &str,
+        value: &[u8],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let mut write = self
+            .db
+            .begin_write()
+            .map_err(|e| self.corrupted(e.to_string()))?;
         if !durable {
             write
                 .set_durability(redb::Durability::None)
                 .map_err(|e| self.corrupted(e.to_string()))?;
         }
         {
-            let mut meta = write.open_table(META).map_err(|e| self.corrupted(e.to_string()))?;
+            let mut meta = write
+                .open_table(META)
+                .map_err(|e| self.corrupted(e.to_string()))?;
             meta.insert(key, seal(value).as_slice())
                 .map_err(|e| self.corrupted(e.to_string()))?;
         }

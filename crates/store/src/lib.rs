@@ -8,7 +8,7 @@ mod log_store;
 mod replica;
 mod state_machine;
 
-pub use db::{DataFile, StoreError, DATA_FILE_NAME, FORMAT_VERSION};
+pub use db::{DATA_FILE_NAME, DataFile, FORMAT_VERSION, StoreError};
 pub use log_store::LogStore;
 pub use replica::{RaftRpc, RaftTiming, ReadError, Replica, ReplicaStatus, WriteError};
 pub use state_machine::StateMachineStore;

@@ -1,7 +1,7 @@
 //! The Raft log on redb: entries by index, vote, committed and purged markers, each value checksummed.
 
-use crate::db::{self, DataFile, StoreError, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOG};
 use crate::TypeConfig;
+use crate::db::{self, DataFile, KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOG, StoreError};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     AnyError, Entry, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
@@ -31,7 +31,10 @@ impl LogStore {
         Self { file }
     }
 
-    fn read_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> std::result::Result<Option<T>, StoreError> {
+    fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<T>, StoreError> {
         match self.file.get_meta(key)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -40,7 +43,11 @@ impl LogStore {
         }
     }
 
-    fn entries(&self, start: u64, end: Bound<u64>) -> std::result::Result<Vec<Entry<TypeConfig>>, StoreError> {
+    fn entries(
+        &self,
+        start: u64,
+        end: Bound<u64>,
+    ) -> std::result::Result<Vec<Entry<TypeConfig>>, StoreError> {
         let file = &self.file;
         let corrupt = |e: &dyn std::fmt::Display| file.corrupted(e.to_string());
         let read = file.db.begin_read().map_err(|e| corrupt(&e))?;
@@ -50,10 +57,14 @@ impl LogStore {
             Err(error) => return Err(corrupt(&error)),
         };
         let mut entries = Vec::new();
-        for item in log.range((Bound::Included(start), end)).map_err(|e| corrupt(&e))? {
+        for item in log
+            .range((Bound::Included(start), end))
+            .map_err(|e| corrupt(&e))?
+        {
             let (index, value) = item.map_err(|e| corrupt(&e))?;
-            let payload = db::unseal(value.value())
-                .map_err(|detail| file.corrupted(format!("log entry {}: {detail}", index.value())))?;
+            let payload = db::unseal(value.value()).map_err(|detail| {
+                file.corrupted(format!("log entry {}: {detail}", index.value()))
+            })?;
             let entry: Entry<TypeConfig> = serde_json::from_slice(&payload)
                 .map_err(|error| file.corrupted(format!("log entry {}: {error}", index.value())))?;
             entries.push(entry);
@@ -87,7 +98,10 @@ impl LogStore {
     {
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
-            let write = file.db.begin_write().map_err(|e| file.corrupted(e.to_string()))?;
+            let write = file
+                .db
+                .begin_write()
+                .map_err(|e| file.corrupted(e.to_string()))?;
             apply(&write).map_err(|detail| file.corrupted(detail))?;
             write.commit().map_err(|e| file.corrupted(e.to_string()))
         })
@@ -131,7 +145,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<()> {
-        let bytes = serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        let bytes =
+            serde_json::to_vec(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || file.put_meta(KEY_VOTE, &bytes, true))
             .await
@@ -145,7 +160,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<()> {
-        let bytes = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let bytes =
+            serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         // The committed marker only speeds up re-applying after a restart; it may lag, so
         // it rides on the next durable commit instead of paying an fsync of its own.
         self.file
@@ -167,14 +183,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut rows = Vec::new();
         for entry in entries {
-            let payload = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+            let payload = serde_json::to_vec(&entry)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
             rows.push((entry.log_id.index, db::seal(&payload)));
         }
         let result = self
             .write(move |write| {
                 let mut log = write.open_table(LOG).map_err(|e| e.to_string())?;
                 for (index, value) in &rows {
-                    log.insert(*index, value.as_slice()).map_err(|e| e.to_string())?;
+                    log.insert(*index, value.as_slice())
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(())
             })
@@ -194,7 +212,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {
         self.write(move |write| {
             let mut log = write.open_table(LOG).map_err(|e| e.to_string())?;
-            log.retain_in(log_id.index.., |_, _| false).map_err(|e| e.to_string())?;
+            log.retain_in(log_id.index.., |_, _| false)
+                .map_err(|e| e.to_string())?;
             Ok(())
         })
         .await
@@ -202,13 +221,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<()> {
-        let marker = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        let marker = serde_json::to_vec(&log_id)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         self.write(move |write| {
             let mut meta = write.open_table(db::META).map_err(|e| e.to_string())?;
             meta.insert(KEY_PURGED, db::seal(&marker).as_slice())
                 .map_err(|e| e.to_string())?;
             let mut log = write.open_table(LOG).map_err(|e| e.to_string())?;
-            log.retain_in(..=log_id.index, |_, _| false).map_err(|e| e.to_string())?;
+            log.retain_in(..=log_id.index, |_, _| false)
+                .map_err(|e| e.to_string())?;
             Ok(())
         })
         .await

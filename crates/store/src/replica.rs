@@ -50,9 +50,13 @@ impl RaftRpc {
     }
 
     pub fn from_path_segment(segment: &str) -> Option<Self> {
-        [RaftRpc::AppendEntries, RaftRpc::Vote, RaftRpc::InstallSnapshot]
-            .into_iter()
-            .find(|rpc| rpc.path_segment() == segment)
+        [
+            RaftRpc::AppendEntries,
+            RaftRpc::Vote,
+            RaftRpc::InstallSnapshot,
+        ]
+        .into_iter()
+        .find(|rpc| rpc.path_segment() == segment)
     }
 }
 
@@ -115,7 +119,12 @@ fn leader_of(forward: &openraft::error::ForwardToLeader<u64, PeerNode>) -> Optio
 
 impl Replica {
     /// Opens the data directory and starts the Raft node; storage errors name the file.
-    pub async fn start<N>(node_id: u64, data_dir: &Path, timing: RaftTiming, network: N) -> Result<Self, StoreError>
+    pub async fn start<N>(
+        node_id: u64,
+        data_dir: &Path,
+        timing: RaftTiming,
+        network: N,
+    ) -> Result<Self, StoreError>
     where
         N: RaftNetworkFactory<TypeConfig>,
     {
@@ -148,12 +157,18 @@ impl Replica {
             path: data_dir_placeholder(),
             detail: format!("invalid raft timing: {error}"),
         })?;
-        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine.clone())
-            .await
-            .map_err(|error| StoreError::Io {
-                path: data_dir_placeholder(),
-                detail: format!("raft failed to start: {error}"),
-            })?;
+        let raft = Raft::new(
+            node_id,
+            Arc::new(config),
+            network,
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|error| StoreError::Io {
+            path: data_dir_placeholder(),
+            detail: format!("raft failed to start: {error}"),
+        })?;
         Ok(Self {
             node_id,
             raft,
@@ -195,22 +210,21 @@ impl Replica {
     pub async fn read<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> Result<T, ReadError> {
         match self.raft.ensure_linearizable().await {
             Ok(_) => Ok(self.read_local(read)),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward))) => {
-                Err(ReadError::NotLeader {
-                    leader: leader_of(&forward),
-                })
-            }
-            Err(RaftError::APIError(other)) => Err(ReadError::NotLeader {
-                leader: None,
-            })
-            .inspect_err(|_| tracing::debug!(error = %other, "leadership check failed")),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => Err(ReadError::NotLeader {
+                leader: leader_of(&forward),
+            }),
+            Err(RaftError::APIError(other)) => Err(ReadError::NotLeader { leader: None })
+                .inspect_err(|_| tracing::debug!(error = %other, "leadership check failed")),
             Err(RaftError::Fatal(fatal)) => Err(ReadError::Stopped(fatal.to_string())),
         }
     }
 
     /// Reads the local state without a leadership check (may lag the leader).
     pub fn read_local<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> T {
-        self.state_machine.with_state(|data: &StateMachineData| read(&data.state))
+        self.state_machine
+            .with_state(|data: &StateMachineData| read(&data.state))
     }
 
     /// A receiver that changes whenever this replica applies entries.
@@ -260,7 +274,10 @@ impl Replica {
     pub fn leader(&self) -> Option<(u64, PeerNode)> {
         let status = self.status();
         let leader_id = status.leader_id?;
-        status.members.get(&leader_id).map(|node| (leader_id, node.clone()))
+        status
+            .members
+            .get(&leader_id)
+            .map(|node| (leader_id, node.clone()))
     }
 
     /// Adds nodes as learners without waiting for them to catch up.
@@ -292,7 +309,8 @@ impl Replica {
 
     /// Serves a Raft RPC received from a peer: JSON request in, JSON response out.
     pub async fn handle_rpc(&self, rpc: RaftRpc, body: &[u8]) -> Result<Vec<u8>, String> {
-        let decode_error = |error: serde_json::Error| format!("malformed {} request: {error}", rpc.path_segment());
+        let decode_error =
+            |error: serde_json::Error| format!("malformed {} request: {error}", rpc.path_segment());
         let encoded = match rpc {
             RaftRpc::AppendEntries => {
                 let request = serde_json::from_slice(body).map_err(decode_error)?;
@@ -311,7 +329,11 @@ impl Replica {
     }
 
     pub async fn trigger_snapshot(&self) -> Result<(), String> {
-        self.raft.trigger().snapshot().await.map_err(|error| error.to_string())
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|error| error.to_string())
     }
 
     pub async fn shutdown(&self) {

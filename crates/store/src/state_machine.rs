@@ -3,7 +3,7 @@
 //! After a restart the last snapshot is loaded and openraft re-applies the committed log
 //! entries after it, so the in-memory state never needs a write per command.
 
-use crate::db::{self, DataFile, StoreError, KEY_SNAPSHOT, SNAPSHOT};
+use crate::db::{self, DataFile, KEY_SNAPSHOT, SNAPSHOT, StoreError};
 use crate::{PeerNode, TypeConfig};
 use hafen_model::{ApplyResult, ClusterState, Outcome};
 use openraft::storage::RaftStateMachine;
@@ -80,29 +80,44 @@ impl StateMachineStore {
 
     fn persist(&self, stored: &StoredSnapshot) -> std::result::Result<(), StoreError> {
         let bytes = serde_json::to_vec(stored).map_err(|e| self.file.corrupted(e.to_string()))?;
-        let write = self.file.db.begin_write().map_err(|e| self.file.corrupted(e.to_string()))?;
+        let write = self
+            .file
+            .db
+            .begin_write()
+            .map_err(|e| self.file.corrupted(e.to_string()))?;
         {
-            let mut table = write.open_table(SNAPSHOT).map_err(|e| self.file.corrupted(e.to_string()))?;
+            let mut table = write
+                .open_table(SNAPSHOT)
+                .map_err(|e| self.file.corrupted(e.to_string()))?;
             table
                 .insert(KEY_SNAPSHOT, db::seal(&bytes).as_slice())
                 .map_err(|e| self.file.corrupted(e.to_string()))?;
         }
-        write.commit().map_err(|e| self.file.corrupted(e.to_string()))
+        write
+            .commit()
+            .map_err(|e| self.file.corrupted(e.to_string()))
     }
 }
 
 fn read_snapshot(file: &DataFile) -> std::result::Result<Option<StoredSnapshot>, StoreError> {
     use redb::ReadableDatabase;
-    let read = file.db.begin_read().map_err(|e| file.corrupted(e.to_string()))?;
+    let read = file
+        .db
+        .begin_read()
+        .map_err(|e| file.corrupted(e.to_string()))?;
     let table = match read.open_table(SNAPSHOT) {
         Ok(table) => table,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(error) => return Err(file.corrupted(error.to_string())),
     };
-    let Some(value) = table.get(KEY_SNAPSHOT).map_err(|e| file.corrupted(e.to_string()))? else {
+    let Some(value) = table
+        .get(KEY_SNAPSHOT)
+        .map_err(|e| file.corrupted(e.to_string()))?
+    else {
         return Ok(None);
     };
-    let payload = db::unseal(value.value()).map_err(|detail| file.corrupted(format!("snapshot: {detail}")))?;
+    let payload = db::unseal(value.value())
+        .map_err(|detail| file.corrupted(format!("snapshot: {detail}")))?;
     serde_json::from_slice(&payload)
         .map(Some)
         .map_err(|error| file.corrupted(format!("snapshot: {error}")))
@@ -119,7 +134,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .snapshot_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot_id = match last_applied {
-            Some(log_id) => format!("{}-{}-{}-{counter}", log_id.leader_id, log_id.index, data.len()),
+            Some(log_id) => format!(
+                "{}-{}-{}-{counter}",
+                log_id.leader_id,
+                log_id.index,
+                data.len()
+            ),
             None => format!("empty-{counter}"),
         };
         let meta = SnapshotMeta {
@@ -143,7 +163,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, StoredMembership<u64, PeerNode>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, PeerNode>)> {
         let guard = self.data.read().expect("state machine lock poisoned");
         Ok((guard.last_applied, guard.last_membership.clone()))
     }
@@ -162,7 +184,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => Ok(Outcome::Done),
                     EntryPayload::Normal(envelope) => guard.state.apply(&envelope),
                     EntryPayload::Membership(membership) => {
-                        guard.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        guard.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
                         Ok(Outcome::Done)
                     }
                 };
@@ -187,7 +210,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let bytes = snapshot.into_inner();
-        let mut data: StateMachineData = serde_json::from_slice(&bytes).map_err(snapshot_read_error)?;
+        let mut data: StateMachineData =
+            serde_json::from_slice(&bytes).map_err(snapshot_read_error)?;
         // The snapshot's metadata is authoritative for what it covers.
         data.last_applied = meta.last_log_id;
         data.last_membership = meta.last_membership.clone();

@@ -1,15 +1,19 @@
 //! Storage tests: openraft's conformance suite on our redb store, plus restart, corruption and format checks.
 
 use hafen_model::{Command, Envelope};
-use hafen_store::{LogStore, StateMachineStore, StoreError, DATA_FILE_NAME};
+use hafen_store::{DATA_FILE_NAME, LogStore, StateMachineStore, StoreError};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{Entry, EntryPayload, LogId, RaftLogReader, StorageError};
 
 struct RedbBuilder;
 
-impl StoreBuilder<hafen_store::TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for RedbBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
+impl StoreBuilder<hafen_store::TypeConfig, LogStore, StateMachineStore, tempfile::TempDir>
+    for RedbBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temporary directory");
         let (log, state_machine) = hafen_store::open(dir.path()).expect("fresh data file opens");
         Ok((dir, log, state_machine))
@@ -18,8 +22,10 @@ impl StoreBuilder<hafen_store::TypeConfig, LogStore, StateMachineStore, tempfile
 
 /// Proves our storage meets openraft's contract by running its own conformance suite.
 #[test]
-fn openraft_storage_conformance_suite_passes() -> Result<(), StorageError<u64>> {
-    Suite::test_all(RedbBuilder)
+fn openraft_storage_conformance_suite_passes() {
+    if let Err(error) = Suite::test_all(RedbBuilder) {
+        panic!("openraft's storage suite failed: {error}");
+    }
 }
 
 fn noop_entry(index: u64) -> Entry<hafen_store::TypeConfig> {
@@ -102,7 +108,10 @@ async fn an_unknown_format_version_is_refused() {
     }
     let error = hafen_store::open(dir.path()).unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, StoreError::UnknownFormat { found: 99, .. }), "{message}");
+    assert!(
+        matches!(error, StoreError::UnknownFormat { found: 99, .. }),
+        "{message}"
+    );
     assert!(message.contains(DATA_FILE_NAME), "{message}");
 }
 
@@ -113,7 +122,10 @@ async fn the_state_machine_reloads_its_last_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (_, mut state_machine) = hafen_store::open(dir.path()).unwrap();
-        state_machine.apply(vec![noop_entry(1), noop_entry(2)]).await.unwrap();
+        state_machine
+            .apply(vec![noop_entry(1), noop_entry(2)])
+            .await
+            .unwrap();
         let mut builder = state_machine.get_snapshot_builder().await;
         builder.build_snapshot().await.unwrap();
     }
