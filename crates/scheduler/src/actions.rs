@@ -58,7 +58,10 @@ impl StepKind {
     }
 
     fn is_compound(self) -> bool {
-        matches!(self, StepKind::Restart(_) | StepKind::Move(..) | StepKind::Migrate(..))
+        matches!(
+            self,
+            StepKind::Restart(_) | StepKind::Move(..) | StepKind::Migrate(..)
+        )
     }
 }
 
@@ -70,7 +73,10 @@ struct Step {
 }
 
 /// The ordered actions and the pending list for an assignment.
-pub(crate) fn build(cluster: &Cluster, assigner: &Assigner) -> Result<(Vec<Action>, Vec<Pending>), ScheduleError> {
+pub(crate) fn build(
+    cluster: &Cluster,
+    assigner: &Assigner,
+) -> Result<(Vec<Action>, Vec<Pending>), ScheduleError> {
     let mut steps = Vec::new();
     for (unit, info) in cluster.units.iter().enumerate() {
         if info.fixed {
@@ -82,7 +88,9 @@ pub(crate) fn build(cluster: &Cluster, assigner: &Assigner) -> Result<(Vec<Actio
                     primitive_steps(cluster, assigner, unit, resource, &mut steps);
                 }
             }
-            UnitKind::Clone(clone) => clone_steps(cluster, assigner, unit, clone.resource, &mut steps),
+            UnitKind::Clone(clone) => {
+                clone_steps(cluster, assigner, unit, clone.resource, &mut steps)
+            }
         }
     }
     propagate_restarts(cluster, assigner, &mut steps);
@@ -105,18 +113,38 @@ fn failure_text(cluster: &Cluster, resource: ResourceId, host: HostId) -> String
             "failed on {} (fail count {count} of migration-threshold {threshold})",
             host_name(cluster, host)
         ),
-        None => format!("failed on {} (fail count {count})", host_name(cluster, host)),
+        None => format!(
+            "failed on {} (fail count {count})",
+            host_name(cluster, host)
+        ),
     }
 }
 
-fn primitive_steps(cluster: &Cluster, assigner: &Assigner, unit: usize, resource: ResourceId, steps: &mut Vec<Step>) {
+fn primitive_steps(
+    cluster: &Cluster,
+    assigner: &Assigner,
+    unit: usize,
+    resource: ResourceId,
+    steps: &mut Vec<Step>,
+) {
     let info = cluster.resource(resource);
     let result = &assigner.results[unit];
     let target = (info.member_position < result.members_running)
         .then(|| result.hosts.first().map(|placed| placed.host))
         .flatten();
-    let mut push = |kind: StepKind, reason: String| steps.push(Step { resource, kind, reason });
-    let stopped_reason = || result.reason.clone().unwrap_or_else(|| "cannot run".to_string());
+    let mut push = |kind: StepKind, reason: String| {
+        steps.push(Step {
+            resource,
+            kind,
+            reason,
+        })
+    };
+    let stopped_reason = || {
+        result
+            .reason
+            .clone()
+            .unwrap_or_else(|| "cannot run".to_string())
+    };
     match (info.active.as_slice(), target) {
         ([], None) => {}
         ([], Some(host)) => {
@@ -128,7 +156,11 @@ fn primitive_steps(cluster: &Cluster, assigner: &Assigner, unit: usize, resource
                     host_name(cluster, host),
                     result.score
                 ),
-                None => format!("not running; {} has the best score ({})", host_name(cluster, host), result.score),
+                None => format!(
+                    "not running; {} has the best score ({})",
+                    host_name(cluster, host),
+                    result.score
+                ),
             };
             push(StepKind::Start(host), reason);
         }
@@ -139,15 +171,24 @@ fn primitive_steps(cluster: &Cluster, assigner: &Assigner, unit: usize, resource
         }
         ([instance], Some(host)) if instance.host == host => {
             if instance.failed {
-                push(StepKind::Restart(host), failure_text(cluster, resource, host));
+                push(
+                    StepKind::Restart(host),
+                    failure_text(cluster, resource, host),
+                );
             }
         }
         ([instance], Some(host)) => {
-            let leave = result.leave_reason(instance.host).unwrap_or("a better host is available").to_string();
+            let leave = result
+                .leave_reason(instance.host)
+                .unwrap_or("a better host is available")
+                .to_string();
             let source_alive = cluster.hosts[instance.host as usize].state == HostState::Online
                 || cluster.hosts[instance.host as usize].state == HostState::Standby;
             if instance.failed {
-                let reason = format!("{}; {leave}", failure_text(cluster, resource, instance.host));
+                let reason = format!(
+                    "{}; {leave}",
+                    failure_text(cluster, resource, instance.host)
+                );
                 push(StepKind::Move(instance.host, host), reason);
             } else if info.view.allow_migrate && source_alive {
                 push(StepKind::Migrate(instance.host, host), leave);
@@ -161,57 +202,108 @@ fn primitive_steps(cluster: &Cluster, assigner: &Assigner, unit: usize, resource
                 if instance.host == host && !kept {
                     kept = true;
                     if instance.failed {
-                        push(StepKind::Restart(host), failure_text(cluster, resource, host));
+                        push(
+                            StepKind::Restart(host),
+                            failure_text(cluster, resource, host),
+                        );
                     }
                 } else {
-                    push(StepKind::Stop(instance.host), "active on more than one host".to_string());
+                    push(
+                        StepKind::Stop(instance.host),
+                        "active on more than one host".to_string(),
+                    );
                 }
             }
             if !kept {
-                let reason = format!("active on more than one host; {} has the best score", host_name(cluster, host));
+                let reason = format!(
+                    "active on more than one host; {} has the best score",
+                    host_name(cluster, host)
+                );
                 push(StepKind::Start(host), reason);
             }
         }
     }
 }
 
-fn clone_steps(cluster: &Cluster, assigner: &Assigner, unit: usize, resource: ResourceId, steps: &mut Vec<Step>) {
+fn clone_steps(
+    cluster: &Cluster,
+    assigner: &Assigner,
+    unit: usize,
+    resource: ResourceId,
+    steps: &mut Vec<Step>,
+) {
     let info = cluster.resource(resource);
     let result = &assigner.results[unit];
     let mut hosts: BTreeSet<HostId> = result.hosts.iter().map(|placed| placed.host).collect();
     hosts.extend(info.active.iter().map(|instance| instance.host));
     let promotion = result.promotion_reason.clone().unwrap_or_default();
     for host in hosts {
-        let wanted = result.hosts.iter().filter(|placed| placed.host == host).count();
-        let promoted_wanted = result.hosts.iter().filter(|placed| placed.host == host && placed.promoted).count();
-        let mut active: Vec<_> = info.active.iter().filter(|instance| instance.host == host).copied().collect();
+        let wanted = result
+            .hosts
+            .iter()
+            .filter(|placed| placed.host == host)
+            .count();
+        let promoted_wanted = result
+            .hosts
+            .iter()
+            .filter(|placed| placed.host == host && placed.promoted)
+            .count();
+        let mut active: Vec<_> = info
+            .active
+            .iter()
+            .filter(|instance| instance.host == host)
+            .copied()
+            .collect();
         // Keep healthy instances first; failed ones are the first to go.
         active.sort_by_key(|instance| (instance.failed, !instance.promoted));
         let kept = wanted.min(active.len());
         let mut promoted_kept = 0;
-        let leave = result.leave_reason(host).unwrap_or("not needed").to_string();
-        let mut push = |kind: StepKind, reason: String| steps.push(Step { resource, kind, reason });
+        let leave = result
+            .leave_reason(host)
+            .or(result.reason.as_deref())
+            .unwrap_or("not needed")
+            .to_string();
+        let mut push = |kind: StepKind, reason: String| {
+            steps.push(Step {
+                resource,
+                kind,
+                reason,
+            })
+        };
         for (position, instance) in active.iter().enumerate() {
             if position < kept {
                 if instance.failed {
-                    push(StepKind::Restart(host), failure_text(cluster, resource, host));
+                    push(
+                        StepKind::Restart(host),
+                        failure_text(cluster, resource, host),
+                    );
                 } else if instance.promoted {
                     if promoted_kept < promoted_wanted {
                         promoted_kept += 1;
                     } else {
-                        push(StepKind::Demote(host), format!("promotion moves: {promotion}"));
+                        push(
+                            StepKind::Demote(host),
+                            format!("promotion moves: {promotion}"),
+                        );
                     }
                 }
             } else {
                 if instance.promoted && !instance.failed {
                     push(StepKind::Demote(host), format!("stopping: {leave}"));
                 }
-                let reason = if instance.failed { failure_text(cluster, resource, host) } else { leave.clone() };
+                let reason = if instance.failed {
+                    failure_text(cluster, resource, host)
+                } else {
+                    leave.clone()
+                };
                 push(StepKind::Stop(host), reason);
             }
         }
         for _ in kept..wanted {
-            push(StepKind::Start(host), format!("clone instance placed on {}", host_name(cluster, host)));
+            push(
+                StepKind::Start(host),
+                format!("clone instance placed on {}", host_name(cluster, host)),
+            );
         }
         for _ in promoted_kept..promoted_wanted {
             push(StepKind::Promote(host), promotion.clone());
@@ -227,7 +319,12 @@ fn propagate_restarts(cluster: &Cluster, assigner: &Assigner, steps: &mut Vec<St
     for (index, step) in steps.iter().enumerate() {
         by_resource.entry(step.resource).or_default().push(index);
     }
-    let is_clone = |resource: ResourceId| cluster.unit(cluster.resource(resource).unit).clone_info().is_some();
+    let is_clone = |resource: ResourceId| {
+        cluster
+            .unit(cluster.resource(resource).unit)
+            .clone_info()
+            .is_some()
+    };
     // `None`: every host.
     let mut queue: VecDeque<(ResourceId, Option<BTreeSet<HostId>>)> = VecDeque::new();
     for (&resource, indices) in &by_resource {
@@ -258,7 +355,8 @@ fn propagate_restarts(cluster: &Cluster, assigner: &Assigner, steps: &mut Vec<St
                 if unit.fixed || by_resource.contains_key(&then) {
                     continue;
                 }
-                let covered = |host: HostId| scope.as_ref().is_none_or(|hosts| hosts.contains(&host));
+                let covered =
+                    |host: HostId| scope.as_ref().is_none_or(|hosts| hosts.contains(&host));
                 let reason = format!(
                     "{} restarts and {} is ordered after it ({})",
                     cluster.resource(first).name,
@@ -279,16 +377,32 @@ fn propagate_restarts(cluster: &Cluster, assigner: &Assigner, steps: &mut Vec<St
                 let then_result = &assigner.results[then_info.unit as usize];
                 for &host in &restarted {
                     indices.push(steps.len());
-                    steps.push(Step { resource: then, kind: StepKind::Restart(host), reason: reason.clone() });
+                    steps.push(Step {
+                        resource: then,
+                        kind: StepKind::Restart(host),
+                        reason: reason.clone(),
+                    });
                     // A restarted instance comes back unpromoted.
-                    if then_result.hosts.iter().any(|placed| placed.host == host && placed.promoted) {
+                    if then_result
+                        .hosts
+                        .iter()
+                        .any(|placed| placed.host == host && placed.promoted)
+                    {
                         indices.push(steps.len());
                         let reason = format!("promoted again after its restart ({})", ordering.id);
-                        steps.push(Step { resource: then, kind: StepKind::Promote(host), reason });
+                        steps.push(Step {
+                            resource: then,
+                            kind: StepKind::Promote(host),
+                            reason,
+                        });
                     }
                 }
                 by_resource.insert(then, indices);
-                let scope = if is_clone(then) { Some(restarted) } else { None };
+                let scope = if is_clone(then) {
+                    Some(restarted)
+                } else {
+                    None
+                };
                 queue.push_back((then, scope));
             }
         }
@@ -296,10 +410,16 @@ fn propagate_restarts(cluster: &Cluster, assigner: &Assigner, steps: &mut Vec<St
 }
 
 /// Whether the assignment keeps `resource` running on `host`.
-fn assigner_keeps(cluster: &Cluster, assigner: &Assigner, resource: ResourceId, host: HostId) -> bool {
+fn assigner_keeps(
+    cluster: &Cluster,
+    assigner: &Assigner,
+    resource: ResourceId,
+    host: HostId,
+) -> bool {
     let info = cluster.resource(resource);
     let result = &assigner.results[info.unit as usize];
-    info.member_position < result.members_running && result.hosts.iter().any(|placed| placed.host == host)
+    info.member_position < result.members_running
+        && result.hosts.iter().any(|placed| placed.host == host)
 }
 
 struct Graph {
@@ -310,7 +430,11 @@ struct Graph {
 
 impl Graph {
     fn new(real: usize) -> Graph {
-        Graph { succs: vec![Vec::new(); real], preds: vec![Vec::new(); real], real }
+        Graph {
+            succs: vec![Vec::new(); real],
+            preds: vec![Vec::new(); real],
+            real,
+        }
     }
 
     fn edge(&mut self, from: u32, to: u32) {
@@ -342,15 +466,23 @@ fn build_graph(cluster: &Cluster, steps: &[Step]) -> Graph {
     let mut graph = Graph::new(steps.len());
     let mut by_resource: BTreeMap<ResourceId, Vec<u32>> = BTreeMap::new();
     for (index, step) in steps.iter().enumerate() {
-        by_resource.entry(step.resource).or_default().push(index as u32);
+        by_resource
+            .entry(step.resource)
+            .or_default()
+            .push(index as u32);
     }
     for (&resource, nodes) in &by_resource {
-        let is_clone = cluster.unit(cluster.resource(resource).unit).clone_info().is_some();
+        let is_clone = cluster
+            .unit(cluster.resource(resource).unit)
+            .clone_info()
+            .is_some();
         for &x in nodes {
             for &y in nodes {
                 let (a, b) = (steps[x as usize].kind, steps[y as usize].kind);
                 let before = match (a, b) {
-                    (StepKind::Demote(host), other) => other.stop_host() == Some(host) || matches!(other, StepKind::Promote(_)),
+                    (StepKind::Demote(host), other) => {
+                        other.stop_host() == Some(host) || matches!(other, StepKind::Promote(_))
+                    }
                     // Single active (I1): the old copy stops before a new one starts.
                     (StepKind::Stop(from), StepKind::Start(to)) => !is_clone || from == to,
                     (first, StepKind::Promote(host)) => first.start_host() == Some(host),
@@ -372,7 +504,12 @@ fn build_graph(cluster: &Cluster, steps: &[Step]) -> Graph {
             .collect()
     };
     for ordering in &cluster.orderings {
-        if !ordering.first.iter().chain(&ordering.then).any(|resource| by_resource.contains_key(resource)) {
+        if !ordering
+            .first
+            .iter()
+            .chain(&ordering.then)
+            .any(|resource| by_resource.contains_key(resource))
+        {
             continue;
         }
         let first_starts = nodes_of(&ordering.first, StepKind::start_host);
@@ -388,7 +525,9 @@ fn build_graph(cluster: &Cluster, steps: &[Step]) -> Graph {
         // Capacity a host gains by a stop is used by starts there only once it is free.
         let mut per_host: BTreeMap<HostId, (Vec<u32>, Vec<u32>)> = BTreeMap::new();
         for (index, step) in steps.iter().enumerate() {
-            if cluster.resource(step.resource).utilization.is_empty() || matches!(step.kind, StepKind::Restart(_)) {
+            if cluster.resource(step.resource).utilization.is_empty()
+                || matches!(step.kind, StepKind::Restart(_))
+            {
                 continue;
             }
             if let Some(host) = step.kind.stop_host() {
@@ -424,7 +563,9 @@ fn order(cluster: &Cluster, mut steps: Vec<Step>) -> Result<Vec<Action>, Schedul
                         .filter(|&&node| (node as usize) < graph.real)
                         .map(|&node| cluster.resource(steps[node as usize].resource).name)
                         .collect();
-                    return Err(ScheduleError::OrderingLoop(names.into_iter().collect::<Vec<_>>().join(", ")));
+                    return Err(ScheduleError::OrderingLoop(
+                        names.into_iter().collect::<Vec<_>>().join(", "),
+                    ));
                 }
             }
         }
@@ -435,16 +576,26 @@ fn order(cluster: &Cluster, mut steps: Vec<Step>) -> Result<Vec<Action>, Schedul
 /// The one compound step of a cycle to split: restarts before moves before live migrations
 /// (a migration is worth keeping), and the step of a resource that is only `then` inside
 /// the cycle (the end of a chain), so a chain unwinds from its end and its head stays whole.
-fn split_choice(cluster: &Cluster, steps: &[Step], real: usize, component: &[u32]) -> Option<usize> {
+fn split_choice(
+    cluster: &Cluster,
+    steps: &[Step],
+    real: usize,
+    component: &[u32],
+) -> Option<usize> {
     let in_component: BTreeSet<ResourceId> = component
         .iter()
         .filter(|&&node| (node as usize) < real)
         .map(|&node| steps[node as usize].resource)
         .collect();
     let is_first_here = |resource: ResourceId| {
-        cluster.orderings_by_first[resource as usize].iter().any(|&index| {
-            cluster.orderings[index as usize].then.iter().any(|then| *then != resource && in_component.contains(then))
-        })
+        cluster.orderings_by_first[resource as usize]
+            .iter()
+            .any(|&index| {
+                cluster.orderings[index as usize]
+                    .then
+                    .iter()
+                    .any(|then| *then != resource && in_component.contains(then))
+            })
     };
     component
         .iter()
@@ -457,7 +608,12 @@ fn split_choice(cluster: &Cluster, steps: &[Step], real: usize, component: &[u32
                 _ => 2,
             };
             let resource = steps[node].resource;
-            (kind_rank, is_first_here(resource), std::cmp::Reverse(resource), node)
+            (
+                kind_rank,
+                is_first_here(resource),
+                std::cmp::Reverse(resource),
+                node,
+            )
         })
 }
 
@@ -471,34 +627,52 @@ fn split_steps(steps: Vec<Step>, split: &BTreeSet<usize>) -> Vec<Step> {
         let (from, to, reason) = match step.kind {
             StepKind::Restart(host) => (host, host, step.reason),
             StepKind::Move(from, to) => (from, to, step.reason),
-            StepKind::Migrate(from, to) => {
-                (from, to, format!("{}; cold move: orderings rule out a live migration", step.reason))
-            }
+            StepKind::Migrate(from, to) => (
+                from,
+                to,
+                format!(
+                    "{}; cold move: orderings rule out a live migration",
+                    step.reason
+                ),
+            ),
             _ => unreachable!("only compound steps are split"),
         };
-        result.push(Step { resource: step.resource, kind: StepKind::Stop(from), reason: reason.clone() });
-        result.push(Step { resource: step.resource, kind: StepKind::Start(to), reason });
+        result.push(Step {
+            resource: step.resource,
+            kind: StepKind::Stop(from),
+            reason: reason.clone(),
+        });
+        result.push(Step {
+            resource: step.resource,
+            kind: StepKind::Start(to),
+            reason,
+        });
     }
     result
 }
 
 /// Kahn's algorithm with a deterministic choice among ready steps. On a cycle, returns the
 /// cycles (strongly connected components).
-fn topological(cluster: &Cluster, graph: &Graph, steps: &[Step]) -> Result<Vec<Action>, Vec<Vec<u32>>> {
+fn topological(
+    cluster: &Cluster,
+    graph: &Graph,
+    steps: &[Step],
+) -> Result<Vec<Action>, Vec<Vec<u32>>> {
     let total = graph.succs.len();
     let mut waiting: Vec<u32> = graph.preds.iter().map(|preds| preds.len() as u32).collect();
     let mut ready: BTreeSet<(u8, ResourceId, u32)> = BTreeSet::new();
     let mut pseudo_ready: Vec<u32> = Vec::new();
     let mut ids: Vec<u32> = vec![u32::MAX; total];
     let mut resolved: Vec<Vec<u32>> = vec![Vec::new(); total];
-    let enqueue = |node: u32, ready: &mut BTreeSet<(u8, ResourceId, u32)>, pseudo_ready: &mut Vec<u32>| {
-        if (node as usize) < graph.real {
-            let step = &steps[node as usize];
-            ready.insert((step.kind.class(), step.resource, node));
-        } else {
-            pseudo_ready.push(node);
-        }
-    };
+    let enqueue =
+        |node: u32, ready: &mut BTreeSet<(u8, ResourceId, u32)>, pseudo_ready: &mut Vec<u32>| {
+            if (node as usize) < graph.real {
+                let step = &steps[node as usize];
+                ready.insert((step.kind.class(), step.resource, node));
+            } else {
+                pseudo_ready.push(node);
+            }
+        };
     for node in 0..total as u32 {
         if waiting[node as usize] == 0 {
             enqueue(node, &mut ready, &mut pseudo_ready);
@@ -618,12 +792,24 @@ fn to_action(cluster: &Cluster, step: &Step, id: u32, after: Vec<u32>) -> Action
         StepKind::Start(host) => ActionKind::Start { host: name(host) },
         StepKind::Stop(host) => ActionKind::Stop { host: name(host) },
         StepKind::Restart(host) => ActionKind::Restart { host: name(host) },
-        StepKind::Move(from, to) => ActionKind::Move { from: name(from), to: name(to) },
-        StepKind::Migrate(from, to) => ActionKind::Migrate { from: name(from), to: name(to) },
+        StepKind::Move(from, to) => ActionKind::Move {
+            from: name(from),
+            to: name(to),
+        },
+        StepKind::Migrate(from, to) => ActionKind::Migrate {
+            from: name(from),
+            to: name(to),
+        },
         StepKind::Promote(host) => ActionKind::Promote { host: name(host) },
         StepKind::Demote(host) => ActionKind::Demote { host: name(host) },
     };
-    Action { id, resource: cluster.resource(step.resource).name.to_string(), kind, reason: step.reason.clone(), after }
+    Action {
+        id,
+        resource: cluster.resource(step.resource).name.to_string(),
+        kind,
+        reason: step.reason.clone(),
+        after,
+    }
 }
 
 fn pending(cluster: &Cluster, assigner: &Assigner) -> Vec<Pending> {
@@ -636,7 +822,10 @@ fn pending(cluster: &Cluster, assigner: &Assigner) -> Vec<Pending> {
         if let Some(instance) = unclean {
             pending.push(Pending {
                 resource: info.name.to_string(),
-                reason: format!("host {} is unclean: waiting for fencing", host_name(cluster, instance.host)),
+                reason: format!(
+                    "host {} is unclean: waiting for fencing",
+                    host_name(cluster, instance.host)
+                ),
             });
             continue;
         }
@@ -644,8 +833,14 @@ fn pending(cluster: &Cluster, assigner: &Assigner) -> Vec<Pending> {
         if unit.fixed || !info.wants_to_run() || assigner.resource_runs(id as ResourceId) {
             continue;
         }
-        let reason = assigner.results[info.unit as usize].reason.clone().unwrap_or_else(|| "cannot run".to_string());
-        pending.push(Pending { resource: info.name.to_string(), reason });
+        let reason = assigner.results[info.unit as usize]
+            .reason
+            .clone()
+            .unwrap_or_else(|| "cannot run".to_string());
+        pending.push(Pending {
+            resource: info.name.to_string(),
+            reason,
+        });
     }
     pending
 }

@@ -40,7 +40,10 @@ pub(crate) struct UnitResult {
 
 impl UnitResult {
     pub fn leave_reason(&self, host: HostId) -> Option<&str> {
-        self.leave_reasons.iter().find(|(id, _)| *id == host).map(|(_, reason)| reason.as_str())
+        self.leave_reasons
+            .iter()
+            .find(|(id, _)| *id == host)
+            .map(|(_, reason)| reason.as_str())
     }
 }
 
@@ -72,9 +75,9 @@ struct Restriction {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Progress {
-    Todo,
-    InProgress,
+enum Stage {
+    Waiting,
+    Assigning,
     Done,
 }
 
@@ -103,7 +106,7 @@ pub(crate) struct Assigner<'c, 'v> {
     expected: Vec<HostLoad>,
     index: BTreeSet<(i64, u32, HostId)>,
     pub results: Vec<UnitResult>,
-    progress: Vec<Progress>,
+    progress: Vec<Stage>,
     sums: Vec<ScoreSum>,
     is_touched: Vec<bool>,
     touched: Vec<HostId>,
@@ -122,11 +125,21 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let mut assigner = Assigner {
             cluster,
             strategy: cluster.options.placement_strategy,
-            loads: (0..host_count).map(|_| HostLoad { count: 0, used: vec![0; keys] }).collect(),
-            expected: (0..host_count).map(|_| HostLoad { count: 0, used: vec![0; keys] }).collect(),
+            loads: (0..host_count)
+                .map(|_| HostLoad {
+                    count: 0,
+                    used: vec![0; keys],
+                })
+                .collect(),
+            expected: (0..host_count)
+                .map(|_| HostLoad {
+                    count: 0,
+                    used: vec![0; keys],
+                })
+                .collect(),
             index: BTreeSet::new(),
             results: vec![UnitResult::default(); cluster.units.len()],
-            progress: vec![Progress::Todo; cluster.units.len()],
+            progress: vec![Stage::Waiting; cluster.units.len()],
             sums: vec![ScoreSum::default(); host_count],
             is_touched: vec![false; host_count],
             touched: Vec::new(),
@@ -167,14 +180,22 @@ impl<'c, 'v> Assigner<'c, 'v> {
                 .resources()
                 .iter()
                 .flat_map(|&resource| {
-                    cluster.resource(resource).active.iter().filter_map(move |instance| {
-                        let host_state = cluster.hosts[instance.host as usize].state;
-                        let pinned = matches!(host_state, HostState::Maintenance | HostState::Unclean);
-                        (unit.fixed || pinned).then_some((
-                            resource,
-                            Placed { host: instance.host, promoted: instance.promoted },
-                        ))
-                    })
+                    cluster
+                        .resource(resource)
+                        .active
+                        .iter()
+                        .filter_map(move |instance| {
+                            let host_state = cluster.hosts[instance.host as usize].state;
+                            let pinned =
+                                matches!(host_state, HostState::Maintenance | HostState::Unclean);
+                            (unit.fixed || pinned).then_some((
+                                resource,
+                                Placed {
+                                    host: instance.host,
+                                    promoted: instance.promoted,
+                                },
+                            ))
+                        })
                 })
                 .collect();
             for (resource, placed) in &fixed_instances {
@@ -183,14 +204,19 @@ impl<'c, 'v> Assigner<'c, 'v> {
             }
             if unit.fixed {
                 let result = &mut self.results[unit_id];
-                let mut hosts: Vec<Placed> = fixed_instances.iter().map(|(_, placed)| *placed).collect();
+                let mut hosts: Vec<Placed> =
+                    fixed_instances.iter().map(|(_, placed)| *placed).collect();
                 if unit.clone_info().is_none() {
                     hosts.sort_by_key(|placed| placed.host);
                     hosts.dedup_by_key(|placed| placed.host);
                 }
-                result.members_running = if hosts.is_empty() { 0 } else { unit.resources().len() as u32 };
+                result.members_running = if hosts.is_empty() {
+                    0
+                } else {
+                    unit.resources().len() as u32
+                };
                 result.hosts = hosts;
-                self.progress[unit_id] = Progress::Done;
+                self.progress[unit_id] = Stage::Done;
                 if self.scores.is_some() || self.trace_unit == Some(unit_id as UnitId) {
                     let members = unit.resources();
                     self.collect(unit_id as UnitId, members, false);
@@ -203,35 +229,42 @@ impl<'c, 'v> Assigner<'c, 'v> {
     /// Assigns `root` after everything it depends on, without recursion (dependency chains
     /// can be as long as the resource list).
     fn assign_tree(&mut self, root: UnitId) {
-        if self.progress[root as usize] != Progress::Todo {
+        if self.progress[root as usize] != Stage::Waiting {
             return;
         }
-        self.progress[root as usize] = Progress::InProgress;
+        self.progress[root as usize] = Stage::Assigning;
         let mut stack = vec![root];
         while let Some(&unit) = stack.last() {
             if let Some(next) = self.next_prerequisite(unit) {
-                self.progress[next as usize] = Progress::InProgress;
+                self.progress[next as usize] = Stage::Assigning;
                 stack.push(next);
                 continue;
             }
             stack.pop();
             self.assign(unit);
-            self.progress[unit as usize] = Progress::Done;
+            self.progress[unit as usize] = Stage::Done;
         }
     }
 
     fn next_prerequisite(&self, unit: UnitId) -> Option<UnitId> {
         let cluster = self.cluster;
         let info = cluster.unit(unit);
-        let primaries = info.as_dependent.iter().map(|&index| cluster.colocations[index as usize].primary);
+        let primaries = info
+            .as_dependent
+            .iter()
+            .map(|&index| cluster.colocations[index as usize].primary);
         let firsts = info.resources().iter().flat_map(|&resource| {
-            cluster.orderings_by_then[resource as usize].iter().filter_map(|&index| {
-                let ordering = &cluster.orderings[index as usize];
-                (!ordering.internal && ordering.kind == crate::view::OrderingKind::Mandatory)
-                    .then_some(ordering.first_unit)
-            })
+            cluster.orderings_by_then[resource as usize]
+                .iter()
+                .filter_map(|&index| {
+                    let ordering = &cluster.orderings[index as usize];
+                    (!ordering.internal && ordering.kind == crate::view::OrderingKind::Mandatory)
+                        .then_some(ordering.first_unit)
+                })
         });
-        primaries.chain(firsts).find(|&other| other != unit && self.progress[other as usize] == Progress::Todo)
+        primaries
+            .chain(firsts)
+            .find(|&other| other != unit && self.progress[other as usize] == Stage::Waiting)
     }
 
     fn assign(&mut self, unit: UnitId) {
@@ -263,8 +296,16 @@ impl<'c, 'v> Assigner<'c, 'v> {
                 continue;
             }
             if !self.first_runs(index) {
-                let first: Vec<&str> = ordering.first.iter().map(|&id| cluster.resource(id).name).collect();
-                return Some(format!("ordering {}: {} does not run", ordering.id, first.join(", ")));
+                let first: Vec<&str> = ordering
+                    .first
+                    .iter()
+                    .map(|&id| cluster.resource(id).name)
+                    .collect();
+                return Some(format!(
+                    "ordering {}: {} does not run",
+                    ordering.id,
+                    first.join(", ")
+                ));
             }
         }
         None
@@ -274,17 +315,23 @@ impl<'c, 'v> Assigner<'c, 'v> {
     fn never_runs(&self, resource: ResourceId) -> bool {
         let info = self.cluster.resource(resource);
         info.view.target_role == TargetRole::Stopped
-            || info.view.max_relocate.is_some_and(|max_relocate| info.banned.len() as u64 > u64::from(max_relocate))
+            || info
+                .view
+                .max_relocate
+                .is_some_and(|max_relocate| info.banned.len() as u64 > u64::from(max_relocate))
     }
 
     fn first_runs(&self, ordering: u32) -> bool {
         let cluster = self.cluster;
         let ordering = &cluster.orderings[ordering as usize];
-        if self.progress[ordering.first_unit as usize] == Progress::InProgress {
+        if self.progress[ordering.first_unit as usize] == Stage::Assigning {
             // An ordering loop: assume the first runs rather than stop both.
             return true;
         }
-        ordering.first.iter().all(|&resource| self.resource_runs(resource))
+        ordering
+            .first
+            .iter()
+            .all(|&resource| self.resource_runs(resource))
     }
 
     pub fn resource_runs(&self, resource: ResourceId) -> bool {
@@ -341,12 +388,20 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let need = self.need(members);
         let mut preferred: Vec<HostId> = members
             .iter()
-            .flat_map(|&member| cluster.resource(member).active.iter().map(|instance| instance.host))
+            .flat_map(|&member| {
+                cluster
+                    .resource(member)
+                    .active
+                    .iter()
+                    .map(|instance| instance.host)
+            })
             .collect();
         preferred.sort_unstable();
         preferred.dedup();
         let merged = self.collect(unit, members, true);
-        let sticky = members.iter().any(|&member| cluster.resource(member).stickiness > Score::ZERO);
+        let sticky = members
+            .iter()
+            .any(|&member| cluster.resource(member).stickiness > Score::ZERO);
         let chosen = self.choose(&need, None, &preferred, sticky);
         if chosen.is_some() || !merged {
             return chosen;
@@ -361,7 +416,9 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let mut leave_reasons = Vec::new();
         for &member in members {
             for instance in &cluster.resource(member).active {
-                if instance.host != host && !leave_reasons.iter().any(|(id, _)| *id == instance.host) {
+                if instance.host != host
+                    && !leave_reasons.iter().any(|(id, _)| *id == instance.host)
+                {
                     let reason = self.verdict(instance.host, Some((host, score)), &need, "");
                     leave_reasons.push((instance.host, reason));
                 }
@@ -373,7 +430,10 @@ impl<'c, 'v> Assigner<'c, 'v> {
             self.expect(host, member, true);
         }
         let result = &mut self.results[unit as usize];
-        result.hosts = vec![Placed { host, promoted: false }];
+        result.hosts = vec![Placed {
+            host,
+            promoted: false,
+        }];
         result.members_running = members.len() as u32;
         result.score = score;
         result.leave_reasons = leave_reasons;
@@ -382,7 +442,9 @@ impl<'c, 'v> Assigner<'c, 'v> {
     fn assign_clone(&mut self, unit: UnitId) {
         let cluster = self.cluster;
         let info = cluster.unit(unit);
-        let Some(clone) = info.clone_info() else { return };
+        let Some(clone) = info.clone_info() else {
+            return;
+        };
         let resource = clone.resource;
         let members = std::slice::from_ref(&resource);
         let resource_info = cluster.resource(resource);
@@ -399,7 +461,10 @@ impl<'c, 'v> Assigner<'c, 'v> {
             let state = cluster.hosts[instance.host as usize].state;
             if matches!(state, HostState::Maintenance | HostState::Unclean) {
                 slots.placed[instance.host as usize] += 1;
-                hosts.push(Placed { host: instance.host, promoted: instance.promoted });
+                hosts.push(Placed {
+                    host: instance.host,
+                    promoted: instance.promoted,
+                });
             } else {
                 slots.active_left[instance.host as usize] += 1;
             }
@@ -415,7 +480,7 @@ impl<'c, 'v> Assigner<'c, 'v> {
         }
         let need = self.need(members);
         let mut nowhere = None;
-        self.collect(unit, members, false);
+        let mut merged = self.collect(unit, members, true);
         for instance in &resource_info.active {
             self.touch(instance.host);
         }
@@ -423,7 +488,17 @@ impl<'c, 'v> Assigner<'c, 'v> {
             self.touch(placed.host);
         }
         while (hosts.len() as u64) < u64::from(clone.max) {
-            match self.choose(&need, Some(&slots), &[], slots.stickiness > Score::ZERO) {
+            let mut chosen = self.choose(&need, Some(&slots), &[], slots.stickiness > Score::ZERO);
+            if chosen.is_none() && merged && hosts.is_empty() {
+                // The dependents' preferences leave no host: place without them.
+                merged = false;
+                self.collect(unit, members, false);
+                for instance in &resource_info.active {
+                    self.touch(instance.host);
+                }
+                chosen = self.choose(&need, Some(&slots), &[], slots.stickiness > Score::ZERO);
+            }
+            match chosen {
                 Some((host, _)) => {
                     self.touch(host);
                     slots.placed[host as usize] += 1;
@@ -432,7 +507,10 @@ impl<'c, 'v> Assigner<'c, 'v> {
                     }
                     self.charge(host, resource);
                     self.expect(host, resource, true);
-                    hosts.push(Placed { host, promoted: false });
+                    hosts.push(Placed {
+                        host,
+                        promoted: false,
+                    });
                 }
                 None => {
                     if hosts.is_empty() {
@@ -446,7 +524,9 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let mut leave_reasons = Vec::new();
         for instance in &resource_info.active {
             let host = instance.host;
-            if slots.active_left[host as usize] > 0 && !leave_reasons.iter().any(|(id, _)| *id == host) {
+            if slots.active_left[host as usize] > 0
+                && !leave_reasons.iter().any(|(id, _)| *id == host)
+            {
                 let fallback = format!("clone-max {} is reached on better hosts", clone.max);
                 leave_reasons.push((host, self.verdict(host, None, &need, &fallback)));
             }
@@ -467,10 +547,16 @@ impl<'c, 'v> Assigner<'c, 'v> {
     fn promote(&mut self, unit: UnitId) {
         let cluster = self.cluster;
         let info = cluster.unit(unit);
-        let Some(clone) = info.clone_info() else { return };
+        let Some(clone) = info.clone_info() else {
+            return;
+        };
         let resource = cluster.resource(clone.resource);
         self.reset_scratch();
-        let mut candidates: Vec<HostId> = self.results[unit as usize].hosts.iter().map(|placed| placed.host).collect();
+        let mut candidates: Vec<HostId> = self.results[unit as usize]
+            .hosts
+            .iter()
+            .map(|placed| placed.host)
+            .collect();
         candidates.dedup();
         for &host in &candidates {
             let score = resource
@@ -479,10 +565,16 @@ impl<'c, 'v> Assigner<'c, 'v> {
                 .find(|(id, _)| *id == host)
                 .map_or(Score::ZERO, |(_, score)| *score);
             self.push(host, score, Source::PromotionScore(clone.resource));
-            let promoted_here =
-                resource.active.iter().any(|instance| instance.host == host && instance.promoted && !instance.failed);
+            let promoted_here = resource
+                .active
+                .iter()
+                .any(|instance| instance.host == host && instance.promoted && !instance.failed);
             if promoted_here {
-                self.push(host, resource.stickiness, Source::PromotedStickiness(clone.resource));
+                self.push(
+                    host,
+                    resource.stickiness,
+                    Source::PromotedStickiness(clone.resource),
+                );
             }
         }
         for &location in &info.promotion_locations {
@@ -498,36 +590,58 @@ impl<'c, 'v> Assigner<'c, 'v> {
             self.push_colocation(index);
         }
         if resource.view.target_role == TargetRole::Unpromoted {
-            self.push(ALL_HOSTS, Score::MINUS_INFINITY, Source::Blocked("target-role is Unpromoted".to_string()));
+            self.push(
+                ALL_HOSTS,
+                Score::MINUS_INFINITY,
+                Source::Blocked("target-role is Unpromoted".to_string()),
+            );
         }
         let allowed = self.allowed();
         let mut ranked: Vec<(Reverse<Score>, HostId)> = candidates
             .iter()
-            .filter(|host| allowed.as_ref().is_none_or(|allowed| allowed.binary_search(host).is_ok()))
+            .filter(|host| {
+                allowed
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.binary_search(host).is_ok())
+            })
             .map(|&host| (Reverse(self.host_score(host)), host))
             .filter(|(Reverse(score), _)| *score >= Score::ZERO)
             .collect();
         ranked.sort();
-        let kept_promoted = self.results[unit as usize].hosts.iter().filter(|placed| placed.promoted).count();
+        let kept_promoted = self.results[unit as usize]
+            .hosts
+            .iter()
+            .filter(|placed| placed.promoted)
+            .count();
         ranked.truncate((clone.promoted_max as usize).saturating_sub(kept_promoted));
         let result = &mut self.results[unit as usize];
+        let mut best = Vec::new();
         for &(Reverse(score), host) in &ranked {
             if let Some(placed) = result.hosts.iter_mut().find(|placed| placed.host == host) {
                 placed.promoted = true;
             }
-            result.promotion_reason = Some(format!("{} has the best promotion score ({score})", cluster.host_name(host)));
+            best.push(format!("{} ({score})", cluster.host_name(host)));
+        }
+        if !best.is_empty() {
+            result.promotion_reason = Some(format!("best promotion score: {}", best.join(", ")));
         }
         if ranked.is_empty() {
-            result.promotion_reason = Some(if resource.view.target_role == TargetRole::Unpromoted {
-                "target-role is Unpromoted".to_string()
-            } else {
-                "no instance can be promoted".to_string()
-            });
+            result.promotion_reason =
+                Some(if resource.view.target_role == TargetRole::Unpromoted {
+                    "target-role is Unpromoted".to_string()
+                } else {
+                    "no instance can be promoted".to_string()
+                });
         }
         if self.scores.is_some() {
             let row: BTreeMap<String, Score> = candidates
                 .iter()
-                .map(|&host| (cluster.host_name(host).to_string(), self.shown_score(&allowed, host)))
+                .map(|&host| {
+                    (
+                        cluster.host_name(host).to_string(),
+                        self.shown_score(&allowed, host),
+                    )
+                })
                 .collect();
             if let Some(scores) = self.scores.as_mut() {
                 scores.insert(format!("{}#promotion", info.name), row);
@@ -560,7 +674,11 @@ impl<'c, 'v> Assigner<'c, 'v> {
             self.touch(host);
             self.sums[host as usize].add(score);
         }
-        self.contributions.push(Contribution { host, score, source });
+        self.contributions.push(Contribution {
+            host,
+            score,
+            source,
+        });
     }
 
     fn restrict(&mut self, hosts: Vec<HostId>, source: Source) {
@@ -614,7 +732,7 @@ impl<'c, 'v> Assigner<'c, 'v> {
                 && colocation.primary_role == Role::Started
                 && dependent.clone_info().is_none()
                 && !dependent.fixed
-                && self.progress[colocation.dependent as usize] != Progress::Done
+                && self.progress[colocation.dependent as usize] != Stage::Done
                 // A dependent that will not run has no say.
                 && dependent.resources().first().is_some_and(|&first| !self.never_runs(first));
             if !eligible {
@@ -640,7 +758,12 @@ impl<'c, 'v> Assigner<'c, 'v> {
 
     /// Stickiness, fail-count bans and failover domain of one resource; `via` marks them
     /// as a dependent's preferences merged through that colocation.
-    fn push_resource_preferences(&mut self, resource: ResourceId, stickiness: bool, via: Option<u32>) {
+    fn push_resource_preferences(
+        &mut self,
+        resource: ResourceId,
+        stickiness: bool,
+        via: Option<u32>,
+    ) {
         let cluster = self.cluster;
         let info = cluster.resource(resource);
         let add = |assigner: &mut Self, host: HostId, score: Score, source: Source| match via {
@@ -649,13 +772,23 @@ impl<'c, 'v> Assigner<'c, 'v> {
         };
         for instance in &info.active {
             if stickiness && info.stickiness != Score::ZERO {
-                add(self, instance.host, info.stickiness, Source::Stickiness(resource));
+                add(
+                    self,
+                    instance.host,
+                    info.stickiness,
+                    Source::Stickiness(resource),
+                );
             } else if via.is_none() {
                 self.touch(instance.host);
             }
         }
         for &host in &info.banned {
-            add(self, host, Score::MINUS_INFINITY, Source::FailCount(resource));
+            add(
+                self,
+                host,
+                Score::MINUS_INFINITY,
+                Source::FailCount(resource),
+            );
         }
         if let Some(domain) = info.domain {
             let domain_info = &cluster.domains[domain as usize];
@@ -693,7 +826,7 @@ impl<'c, 'v> Assigner<'c, 'v> {
     fn push_colocation(&mut self, index: u32) {
         let cluster = self.cluster;
         let colocation = &cluster.colocations[index as usize];
-        if self.progress[colocation.primary as usize] == Progress::InProgress {
+        if self.progress[colocation.primary as usize] == Stage::Assigning {
             // A colocation loop: the primary is placed after this unit, so this side of the
             // loop cannot follow it.
             return;
@@ -701,7 +834,11 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let hosts = self.primary_hosts(colocation.primary, colocation.primary_role);
         if colocation.score.is_infinity() {
             if hosts.is_empty() {
-                self.push(ALL_HOSTS, Score::MINUS_INFINITY, Source::PrimaryNotRunning(index));
+                self.push(
+                    ALL_HOSTS,
+                    Score::MINUS_INFINITY,
+                    Source::PrimaryNotRunning(index),
+                );
             } else {
                 self.restrict(hosts, Source::Colocation(index));
             }
@@ -829,10 +966,18 @@ impl<'c, 'v> Assigner<'c, 'v> {
             self.index.remove(&key);
         }
         let load = &mut self.expected[host as usize];
-        load.count = if add { load.count + 1 } else { load.count.saturating_sub(1) };
+        load.count = if add {
+            load.count + 1
+        } else {
+            load.count.saturating_sub(1)
+        };
         for &(key, amount) in &cluster.resource(resource).utilization {
             let used = &mut load.used[key as usize];
-            *used = if add { used.saturating_add(amount) } else { used.saturating_sub(amount) };
+            *used = if add {
+                used.saturating_add(amount)
+            } else {
+                used.saturating_sub(amount)
+            };
         }
         if indexed {
             let key = self.index_key(host);
@@ -883,7 +1028,7 @@ impl<'c, 'v> Assigner<'c, 'v> {
                     return;
                 }
                 if slots.active_left[host as usize] > 0 {
-                    score = score.add(slots.stickiness);
+                    score = score + slots.stickiness;
                     preferred = true;
                 }
             } else {
@@ -921,26 +1066,45 @@ impl<'c, 'v> Assigner<'c, 'v> {
     }
 
     /// Why the collected unit does not take (or leaves) `host`.
-    fn verdict(&self, host: HostId, chosen: Option<(HostId, Score)>, need: &[(u16, u64)], fallback: &str) -> String {
+    fn verdict(
+        &self,
+        host: HostId,
+        chosen: Option<(HostId, Score)>,
+        need: &[(u16, u64)],
+        fallback: &str,
+    ) -> String {
         let cluster = self.cluster;
         let name = cluster.host_name(host);
         let state = cluster.hosts[host as usize].state;
         if state != HostState::Online {
             return format!("host {name} is {}", state.name());
         }
-        if let Some(restriction) = self.restrictions.iter().find(|r| r.hosts.binary_search(&host).is_err()) {
-            return format!("{name} is excluded by {}", self.describe(&restriction.source, host));
+        if let Some(restriction) = self
+            .restrictions
+            .iter()
+            .find(|r| r.hosts.binary_search(&host).is_err())
+        {
+            return format!(
+                "{name} is excluded by {}",
+                self.describe(&restriction.source, host)
+            );
         }
         let score = self.host_score_of(host);
         if score.is_minus_infinity() {
             return format!("{name} is banned: {}", self.minus_infinity_sources(host));
         }
         if !self.fits(host, need) {
-            return format!("not enough capacity on {name}: {}", self.shortfall(host, need));
+            return format!(
+                "not enough capacity on {name}: {}",
+                self.shortfall(host, need)
+            );
         }
         match chosen {
             Some((other, other_score)) => {
-                format!("{} scores {other_score}, {name} scores {score}", cluster.host_name(other))
+                format!(
+                    "{} scores {other_score}, {name} scores {score}",
+                    cluster.host_name(other)
+                )
             }
             None if !fallback.is_empty() => fallback.to_string(),
             None => format!("{name} scores {score}"),
@@ -954,7 +1118,11 @@ impl<'c, 'v> Assigner<'c, 'v> {
             .filter(|c| (c.host == host || c.host == ALL_HOSTS) && c.score.is_minus_infinity())
             .map(|c| self.describe(&c.source, host))
             .collect();
-        if sources.is_empty() { "-INFINITY".to_string() } else { sources.join("; ") }
+        if sources.is_empty() {
+            "-INFINITY".to_string()
+        } else {
+            sources.join("; ")
+        }
     }
 
     fn shortfall(&self, host: HostId, need: &[(u16, u64)]) -> String {
@@ -962,7 +1130,9 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let capacity = &cluster.hosts[host as usize].capacity;
         let used = &self.loads[host as usize].used;
         need.iter()
-            .filter(|&&(key, amount)| capacity[key as usize].saturating_sub(used[key as usize]) < amount)
+            .filter(|&&(key, amount)| {
+                capacity[key as usize].saturating_sub(used[key as usize]) < amount
+            })
             .map(|&(key, amount)| {
                 format!(
                     "{} needs {amount}, {} free",
@@ -993,60 +1163,102 @@ impl<'c, 'v> Assigner<'c, 'v> {
             Some(allowed) => allowed,
             None => (0..cluster.hosts.len() as HostId).collect(),
         };
-        let eligible: Vec<HostId> =
-            candidates.into_iter().filter(|&host| cluster.hosts[host as usize].eligible()).collect();
+        let eligible: Vec<HostId> = candidates
+            .into_iter()
+            .filter(|&host| cluster.hosts[host as usize].eligible())
+            .collect();
         if eligible.is_empty() {
             if let Some(restriction) = self.restrictions.first() {
-                return format!("no online host allowed by {}", self.describe(&restriction.source, ALL_HOSTS));
+                return format!(
+                    "no online host allowed by {}",
+                    self.describe(&restriction.source, ALL_HOSTS)
+                );
             }
             return "no host is online".to_string();
         }
-        let banned = eligible.iter().filter(|&&host| self.host_score_of(host).is_minus_infinity()).count();
+        let banned = eligible
+            .iter()
+            .filter(|&&host| self.host_score_of(host).is_minus_infinity())
+            .count();
         let full = eligible
             .iter()
-            .filter(|&&host| !self.host_score_of(host).is_minus_infinity() && !self.fits(host, need))
+            .filter(|&&host| {
+                !self.host_score_of(host).is_minus_infinity() && !self.fits(host, need)
+            })
             .count();
         let mut parts = Vec::new();
         if banned > 0 {
-            parts.push(format!("{banned} banned"));
+            let mut sources: Vec<String> = eligible
+                .iter()
+                .filter(|&&host| self.host_score_of(host).is_minus_infinity())
+                .map(|&host| self.minus_infinity_sources(host))
+                .collect();
+            sources.sort();
+            sources.dedup();
+            sources.truncate(3);
+            parts.push(format!("{banned} banned ({})", sources.join("; ")));
         }
         if full > 0 {
             let wanted: Vec<String> = need
                 .iter()
-                .map(|&(key, amount)| format!("{}={amount}", cluster.utilization_keys[key as usize]))
+                .map(|&(key, amount)| {
+                    format!("{}={amount}", cluster.utilization_keys[key as usize])
+                })
                 .collect();
             parts.push(format!("{full} without capacity for {}", wanted.join(" ")));
         }
-        format!("no host can run it: of {} online hosts allowed, {}", eligible.len(), parts.join(", "))
+        format!(
+            "no host can run it: of {} online hosts allowed, {}",
+            eligible.len(),
+            parts.join(", ")
+        )
     }
 
     fn describe(&self, source: &Source, host: HostId) -> String {
         let cluster = self.cluster;
         let resource_name = |resource: &ResourceId| cluster.resource(*resource).name;
         match source {
-            Source::Location(index) => format!("location {}", cluster.locations[*index as usize].id),
-            Source::Stickiness(resource) => format!("resource-stickiness of {}", resource_name(resource)),
+            Source::Location(index) => {
+                format!("location {}", cluster.locations[*index as usize].id)
+            }
+            Source::Stickiness(resource) => {
+                format!("resource-stickiness of {}", resource_name(resource))
+            }
             Source::FailCount(resource) => {
                 let info = cluster.resource(*resource);
                 format!(
                     "fail count {} of {} reached migration-threshold {}",
-                    if host == ALL_HOSTS { 0 } else { info.fail_count_on(host) },
+                    if host == ALL_HOSTS {
+                        0
+                    } else {
+                        info.fail_count_on(host)
+                    },
                     info.name,
                     info.threshold.unwrap_or(0)
                 )
             }
             Source::Domain(resource) => {
                 let info = cluster.resource(*resource);
-                let domain = info.domain.map_or("", |domain| cluster.domains[domain as usize].name);
+                let domain = info
+                    .domain
+                    .map_or("", |domain| cluster.domains[domain as usize].name);
                 format!("failover domain {domain} of {}", info.name)
             }
             Source::Colocation(index) => {
                 let colocation = &cluster.colocations[*index as usize];
-                format!("colocation {} with {}", colocation.id, cluster.unit(colocation.primary).name)
+                format!(
+                    "colocation {} with {}",
+                    colocation.id,
+                    cluster.unit(colocation.primary).name
+                )
             }
             Source::PrimaryNotRunning(index) => {
                 let colocation = &cluster.colocations[*index as usize];
-                format!("colocation {}: {} does not run", colocation.id, cluster.unit(colocation.primary).name)
+                format!(
+                    "colocation {}: {} does not run",
+                    colocation.id,
+                    cluster.unit(colocation.primary).name
+                )
             }
             Source::Influence(index) => {
                 let colocation = &cluster.colocations[*index as usize];
@@ -1056,17 +1268,27 @@ impl<'c, 'v> Assigner<'c, 'v> {
                     cluster.unit(colocation.dependent).name
                 )
             }
-            Source::OptIn => "symmetric cluster is off and no location enables the host".to_string(),
-            Source::PromotionScore(resource) => format!("promotion score of {}", resource_name(resource)),
+            Source::OptIn => {
+                "symmetric cluster is off and no location enables the host".to_string()
+            }
+            Source::PromotionScore(resource) => {
+                format!("promotion score of {}", resource_name(resource))
+            }
             Source::PromotedStickiness(resource) => {
-                format!("resource-stickiness of promoted {}", resource_name(resource))
+                format!(
+                    "resource-stickiness of promoted {}",
+                    resource_name(resource)
+                )
             }
             Source::Blocked(text) => text.clone(),
         }
     }
 
     fn shown_score(&self, allowed: &Option<Vec<HostId>>, host: HostId) -> Score {
-        if allowed.as_ref().is_some_and(|allowed| allowed.binary_search(&host).is_err()) {
+        if allowed
+            .as_ref()
+            .is_some_and(|allowed| allowed.binary_search(&host).is_err())
+        {
             return Score::MINUS_INFINITY;
         }
         self.host_score(host)
@@ -1078,7 +1300,12 @@ impl<'c, 'v> Assigner<'c, 'v> {
         let allowed = self.allowed();
         let row: Option<BTreeMap<String, Score>> = self.scores.is_some().then(|| {
             (0..cluster.hosts.len() as HostId)
-                .map(|host| (cluster.host_name(host).to_string(), self.shown_score(&allowed, host)))
+                .map(|host| {
+                    (
+                        cluster.host_name(host).to_string(),
+                        self.shown_score(&allowed, host),
+                    )
+                })
                 .collect()
         });
         if let (Some(scores), Some(row)) = (self.scores.as_mut(), row) {
@@ -1093,7 +1320,10 @@ impl<'c, 'v> Assigner<'c, 'v> {
                     .contributions
                     .iter()
                     .filter(|c| c.host == host || c.host == ALL_HOSTS)
-                    .map(|c| ShownContribution { score: c.score, source: self.describe(&c.source, host) })
+                    .map(|c| ShownContribution {
+                        score: c.score,
+                        source: self.describe(&c.source, host),
+                    })
                     .collect();
                 contributions.sort_by(|a, b| a.source.cmp(&b.source).then(a.score.cmp(&b.score)));
                 let mut notes = Vec::new();
@@ -1103,11 +1333,17 @@ impl<'c, 'v> Assigner<'c, 'v> {
                 }
                 for restriction in &self.restrictions {
                     if restriction.hosts.binary_search(&host).is_err() {
-                        notes.push(format!("excluded by {}", self.describe(&restriction.source, host)));
+                        notes.push(format!(
+                            "excluded by {}",
+                            self.describe(&restriction.source, host)
+                        ));
                     }
                 }
                 if !self.fits(host, need) {
-                    notes.push(format!("not enough capacity: {}", self.shortfall(host, need)));
+                    notes.push(format!(
+                        "not enough capacity: {}",
+                        self.shortfall(host, need)
+                    ));
                 }
                 HostExplanation {
                     host: cluster.host_name(host).to_string(),

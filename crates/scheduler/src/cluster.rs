@@ -70,9 +70,11 @@ impl ResourceInfo<'_> {
     }
 
     pub fn fail_count_on(&self, host: HostId) -> u32 {
-        self.fail_counts.iter().find(|(id, _)| *id == host).map_or(0, |(_, count)| *count)
+        self.fail_counts
+            .iter()
+            .find(|(id, _)| *id == host)
+            .map_or(0, |(_, count)| *count)
     }
-
 }
 
 pub(crate) struct CloneInfo {
@@ -185,8 +187,11 @@ impl<'v> Cluster<'v> {
         let options = &view.options;
         let utilization_keys = utilization_keys(view);
         let hosts = build_hosts(view, &utilization_keys)?;
-        let host_ids: HashMap<&str, HostId> =
-            hosts.iter().enumerate().map(|(id, host)| (host.name, id as HostId)).collect();
+        let host_ids: HashMap<&str, HostId> = hosts
+            .iter()
+            .enumerate()
+            .map(|(id, host)| (host.name, id as HostId))
+            .collect();
         let host_views: Vec<&Host> = {
             let mut sorted: Vec<&Host> = view.hosts.iter().collect();
             sorted.sort_by(|a, b| a.name.cmp(&b.name));
@@ -197,13 +202,19 @@ impl<'v> Cluster<'v> {
         views.sort_by(|a, b| a.name.cmp(&b.name));
         let mut resource_ids = HashMap::with_capacity(views.len());
         for (id, resource) in views.iter().enumerate() {
-            if resource_ids.insert(resource.name.as_str(), id as ResourceId).is_some() {
+            if resource_ids
+                .insert(resource.name.as_str(), id as ResourceId)
+                .is_some()
+            {
                 return Err(ScheduleError::DuplicateName(resource.name.clone()));
             }
         }
         let domains = build_domains(view, &host_ids)?;
-        let domain_ids: HashMap<&str, u32> =
-            domains.iter().enumerate().map(|(id, domain)| (domain.name, id as u32)).collect();
+        let domain_ids: HashMap<&str, u32> = domains
+            .iter()
+            .enumerate()
+            .map(|(id, domain)| (domain.name, id as u32))
+            .collect();
 
         let mut resources = Vec::with_capacity(views.len());
         for resource in &views {
@@ -218,7 +229,10 @@ impl<'v> Cluster<'v> {
             )?);
         }
 
-        let mut builder = UnitBuilder { resources: &mut resources, resource_ids: &resource_ids };
+        let mut builder = UnitBuilder {
+            resources: &mut resources,
+            resource_ids: &resource_ids,
+        };
         let (units, unit_ids) = builder.build(view, host_views.len() as u32)?;
 
         let mut cluster = Cluster {
@@ -243,7 +257,12 @@ impl<'v> Cluster<'v> {
         cluster.add_colocations(view)?;
         cluster.add_orderings(view)?;
         let mut order: Vec<UnitId> = (0..cluster.units.len() as UnitId).collect();
-        order.sort_by_key(|&unit| (std::cmp::Reverse(cluster.units[unit as usize].priority), unit));
+        order.sort_by_key(|&unit| {
+            (
+                std::cmp::Reverse(cluster.units[unit as usize].priority),
+                unit,
+            )
+        });
         cluster.unit_order = order;
         Ok(cluster)
     }
@@ -280,10 +299,13 @@ impl<'v> Cluster<'v> {
     }
 
     fn resolve_unit(&self, owner: &str, name: &str) -> Result<UnitId, ScheduleError> {
-        self.unit_ids.get(name).copied().ok_or_else(|| ScheduleError::UnknownResource {
-            owner: owner.to_string(),
-            name: name.to_string(),
-        })
+        self.unit_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| ScheduleError::UnknownResource {
+                owner: owner.to_string(),
+                name: name.to_string(),
+            })
     }
 
     /// The primitives an ordering endpoint stands for.
@@ -295,7 +317,11 @@ impl<'v> Cluster<'v> {
         Ok(self.unit(unit).resources().to_vec())
     }
 
-    fn add_locations(&mut self, view: &'v ClusterView, host_views: &[&'v Host]) -> Result<(), ScheduleError> {
+    fn add_locations(
+        &mut self,
+        view: &'v ClusterView,
+        host_views: &[&'v Host],
+    ) -> Result<(), ScheduleError> {
         let mut locations: Vec<(&'v crate::view::Location, UnitId)> = Vec::new();
         for location in &view.constraints.locations {
             let owner = format!("location constraint {:?}", location.id);
@@ -308,7 +334,10 @@ impl<'v> Cluster<'v> {
                 (Some(host), Some(score), true) => {
                     let owner = format!("location constraint {:?}", location.id);
                     let host = *self.host_ids.get(host.as_str()).ok_or_else(|| {
-                        ScheduleError::UnknownHost { owner, host: host.clone() }
+                        ScheduleError::UnknownHost {
+                            owner,
+                            host: host.clone(),
+                        }
                     })?;
                     vec![(host, score)]
                 }
@@ -316,7 +345,10 @@ impl<'v> Cluster<'v> {
                 _ => return Err(ScheduleError::InvalidLocation(location.id.clone())),
             };
             let index = self.locations.len() as u32;
-            self.locations.push(LocationInfo { id: &location.id, matches });
+            self.locations.push(LocationInfo {
+                id: &location.id,
+                matches,
+            });
             let unit = &mut self.units[unit as usize];
             match location.role {
                 Role::Promoted => unit.promotion_locations.push(index),
@@ -363,11 +395,16 @@ impl<'v> Cluster<'v> {
             (a.dependent, a.primary, &a.id, a.score).cmp(&(b.dependent, b.primary, &b.id, b.score))
         });
         for (index, colocation) in colocations.iter().enumerate() {
-            self.units[colocation.dependent as usize].as_dependent.push(index as u32);
-            self.units[colocation.primary as usize].as_primary.push(index as u32);
+            self.units[colocation.dependent as usize]
+                .as_dependent
+                .push(index as u32);
+            self.units[colocation.primary as usize]
+                .as_primary
+                .push(index as u32);
         }
         for unit in &mut self.units {
-            unit.as_primary.sort_by_key(|&index| (colocations[index as usize].dependent, index));
+            unit.as_primary
+                .sort_by_key(|&index| (colocations[index as usize].dependent, index));
         }
         self.colocations = colocations;
         Ok(())
@@ -455,7 +492,10 @@ fn key_index(keys: &[&str], key: &str) -> u16 {
     keys.binary_search(&key).unwrap_or(0) as u16
 }
 
-fn build_hosts<'v>(view: &'v ClusterView, keys: &[&str]) -> Result<Vec<HostInfo<'v>>, ScheduleError> {
+fn build_hosts<'v>(
+    view: &'v ClusterView,
+    keys: &[&str],
+) -> Result<Vec<HostInfo<'v>>, ScheduleError> {
     let mut hosts: Vec<HostInfo> = view
         .hosts
         .iter()
@@ -464,7 +504,11 @@ fn build_hosts<'v>(view: &'v ClusterView, keys: &[&str]) -> Result<Vec<HostInfo<
             for (key, amount) in &host.capacity {
                 capacity[key_index(keys, key) as usize] = *amount;
             }
-            HostInfo { name: &host.name, state: host.state, capacity }
+            HostInfo {
+                name: &host.name,
+                state: host.state,
+                capacity,
+            }
         })
         .collect();
     hosts.sort_by(|a, b| a.name.cmp(b.name));
@@ -493,14 +537,20 @@ fn build_domains<'v>(
         };
         let mut members = Vec::new();
         for (host, priority) in &domain.hosts {
-            let id = *host_ids.get(host.as_str()).ok_or_else(|| ScheduleError::UnknownHost {
-                owner: format!("failover domain {:?}", domain.name),
-                host: host.clone(),
-            })?;
+            let id = *host_ids
+                .get(host.as_str())
+                .ok_or_else(|| ScheduleError::UnknownHost {
+                    owner: format!("failover domain {:?}", domain.name),
+                    host: host.clone(),
+                })?;
             members.push((id, rank_score(*priority)));
         }
         members.sort();
-        let best_score = members.iter().map(|(_, score)| *score).max().unwrap_or_default();
+        let best_score = members
+            .iter()
+            .map(|(_, score)| *score)
+            .max()
+            .unwrap_or_default();
         domains.push(DomainInfo {
             name: &domain.name,
             members,
@@ -537,7 +587,11 @@ fn build_resource<'v>(
             }
         })?;
         if hosts[host as usize].state.may_run_resources() {
-            active.push(ActiveInstance { host, promoted: instance.promoted, failed: instance.failed });
+            active.push(ActiveInstance {
+                host,
+                promoted: instance.promoted,
+                failed: instance.failed,
+            });
         } else {
             lost_on.push(host);
         }
@@ -548,13 +602,17 @@ fn build_resource<'v>(
 
     let threshold = resource
         .migration_threshold
-        .or(resource.max_restart.map(|restarts| restarts.saturating_add(1)))
+        .or(resource
+            .max_restart
+            .map(|restarts| restarts.saturating_add(1)))
         .or(options.default_migration_threshold)
         .filter(|threshold| *threshold > 0);
     let mut fail_counts = Vec::new();
     for (host, fail_count) in &resource.fail_counts {
         // Fail counts of hosts that left the configuration no longer matter.
-        let Some(&host) = host_ids.get(host.as_str()) else { continue };
+        let Some(&host) = host_ids.get(host.as_str()) else {
+            continue;
+        };
         let expired = resource.failure_timeout_ms.is_some_and(|timeout_ms| {
             timeout_ms > 0 && now_ms >= fail_count.last_failure_ms.saturating_add(timeout_ms)
         });
@@ -573,7 +631,10 @@ fn build_resource<'v>(
     };
     let domain = match &resource.failover_domain {
         Some(name) => Some(*domain_ids.get(name.as_str()).ok_or_else(|| {
-            ScheduleError::UnknownFailoverDomain { resource: resource.name.clone(), domain: name.clone() }
+            ScheduleError::UnknownFailoverDomain {
+                resource: resource.name.clone(),
+                domain: name.clone(),
+            }
         })?),
         None => None,
     };
@@ -649,7 +710,9 @@ impl<'v> UnitBuilder<'_, 'v> {
             }
             let resource = self.lookup(&format!("clone {:?}", clone.name), &clone.resource)?;
             claim(resource, &clone.name, self.resources)?;
-            let max = clone.max.unwrap_or(host_count.saturating_mul(clone.node_max));
+            let max = clone
+                .max
+                .unwrap_or(host_count.saturating_mul(clone.node_max));
             specs.push((
                 &clone.name,
                 UnitKind::Clone(CloneInfo {
@@ -711,10 +774,13 @@ impl<'v> UnitBuilder<'_, 'v> {
     }
 
     fn lookup(&self, owner: &str, name: &str) -> Result<ResourceId, ScheduleError> {
-        self.resource_ids.get(name).copied().ok_or_else(|| ScheduleError::UnknownResource {
-            owner: owner.to_string(),
-            name: name.to_string(),
-        })
+        self.resource_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| ScheduleError::UnknownResource {
+                owner: owner.to_string(),
+                name: name.to_string(),
+            })
     }
 }
 
@@ -732,9 +798,10 @@ fn rule_matches(
         for rule in rules {
             let score = match (rule.score, &rule.score_attribute) {
                 (Some(score), _) => Some(score),
-                (None, Some(attribute)) => {
-                    host.attributes.get(attribute).and_then(|value| value.trim().parse::<Score>().ok())
-                }
+                (None, Some(attribute)) => host
+                    .attributes
+                    .get(attribute)
+                    .and_then(|value| value.trim().parse::<Score>().ok()),
                 (None, None) => return Err(ScheduleError::RuleWithoutScore(id.to_string())),
             };
             let Some(score) = score else { continue };
@@ -763,7 +830,10 @@ impl std::str::FromStr for Score {
 }
 
 fn rule_holds(rule: &Rule, host: &Host) -> bool {
-    let mut results = rule.expressions.iter().map(|expression| expression_holds(expression, host));
+    let mut results = rule
+        .expressions
+        .iter()
+        .map(|expression| expression_holds(expression, host));
     match rule.boolean {
         BooleanOperation::And => results.all(|holds| holds),
         BooleanOperation::Or => results.any(|holds| holds),
@@ -774,12 +844,16 @@ fn expression_holds(expression: &Expression, host: &Host) -> bool {
     let actual = if expression.attribute == "#uname" {
         Some(host.name.as_str())
     } else {
-        host.attributes.get(&expression.attribute).map(String::as_str)
+        host.attributes
+            .get(&expression.attribute)
+            .map(String::as_str)
     };
     let wanted = expression.value.as_deref().unwrap_or("");
     let ordering = |actual: &str| -> std::cmp::Ordering {
         match (actual.trim().parse::<f64>(), wanted.trim().parse::<f64>()) {
-            (Ok(left), Ok(right)) => left.partial_cmp(&right).unwrap_or(std::cmp::Ordering::Equal),
+            (Ok(left), Ok(right)) => left
+                .partial_cmp(&right)
+                .unwrap_or(std::cmp::Ordering::Equal),
             _ => actual.cmp(wanted),
         }
     };

@@ -16,7 +16,11 @@ pub enum ScheduleError {
     #[error("{owner} names unknown host {host:?}")]
     UnknownHost { owner: String, host: String },
     #[error("resource {resource:?} belongs to both {first:?} and {second:?}")]
-    SharedMember { resource: String, first: String, second: String },
+    SharedMember {
+        resource: String,
+        first: String,
+        second: String,
+    },
     #[error("group {0:?} has no members")]
     EmptyGroup(String),
     #[error("clone {0:?} has a node_max or promoted_max of 0")]

@@ -21,13 +21,15 @@ mod score;
 mod view;
 
 pub use error::{ExplainError, ScheduleError};
-pub use plan::{Action, ActionKind, Contribution, Explanation, HostExplanation, Pending, Plan, apply_plan};
+pub use plan::{
+    Action, ActionKind, Contribution, Explanation, HostExplanation, Pending, Plan, apply_plan,
+};
 pub use score::{INFINITY, Score, ScoreSum};
 pub use view::{
-    BooleanOperation, ClusterOptions, ClusterView, Colocation, ColocationSet, Constraints, Expression,
-    FailCount, FailoverDomain, Group, Host, HostState, Instance, Location, Operation, Ordering,
-    OrderingKind, OrderingSet, PlacementStrategy, Request, Resource, ResourceClone, Role, Rule,
-    TargetRole,
+    BooleanOperation, ClusterOptions, ClusterView, Colocation, ColocationSet, Constraints,
+    Expression, FailCount, FailoverDomain, Group, Host, HostState, Instance, Location, Operation,
+    Ordering, OrderingKind, OrderingSet, PlacementStrategy, Request, Resource, ResourceClone, Role,
+    Rule, TargetRole,
 };
 
 use assign::Assigner;
@@ -39,12 +41,20 @@ pub fn schedule(view: &ClusterView, request: &Request) -> Result<Plan, ScheduleE
     let mut assigner = Assigner::new(&cluster, request.include_scores, None);
     assigner.run();
     let (actions, pending) = actions::build(&cluster, &assigner)?;
-    Ok(Plan { actions, pending, scores: assigner.scores.take().unwrap_or_default() })
+    Ok(Plan {
+        actions,
+        pending,
+        scores: assigner.scores.take().unwrap_or_default(),
+    })
 }
 
 /// Why `resource` (a primitive, group or clone; a group member or cloned primitive explains
 /// its group or clone) scores what it does on every host, as part of a full run.
-pub fn explain(view: &ClusterView, request: &Request, resource: &str) -> Result<Explanation, ExplainError> {
+pub fn explain(
+    view: &ClusterView,
+    request: &Request,
+    resource: &str,
+) -> Result<Explanation, ExplainError> {
     let cluster = Cluster::build(view, request.now_ms)?;
     let unit = *cluster
         .unit_ids
@@ -58,7 +68,11 @@ pub fn explain(view: &ClusterView, request: &Request, resource: &str) -> Result<
         .iter()
         .map(|placed| {
             let name = cluster.host_name(placed.host);
-            if placed.promoted { format!("{name} (promoted)") } else { name.to_string() }
+            if placed.promoted {
+                format!("{name} (promoted)")
+            } else {
+                name.to_string()
+            }
         })
         .collect();
     placed_on.dedup();
@@ -66,7 +80,13 @@ pub fn explain(view: &ClusterView, request: &Request, resource: &str) -> Result<
     let summary = if info.fixed {
         "left as it is (unmanaged, or on a maintenance or unclean host)".to_string()
     } else if placed_on.is_empty() {
-        format!("does not run: {}", result.reason.clone().unwrap_or_else(|| "cannot run".to_string()))
+        format!(
+            "does not run: {}",
+            result
+                .reason
+                .clone()
+                .unwrap_or_else(|| "cannot run".to_string())
+        )
     } else {
         match &result.reason {
             Some(reason) => format!("runs on {} (partly: {reason})", placed_on.join(", ")),

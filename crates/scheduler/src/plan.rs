@@ -47,17 +47,33 @@ pub struct Action {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ActionKind {
-    Start { host: String },
-    Stop { host: String },
+    Start {
+        host: String,
+    },
+    Stop {
+        host: String,
+    },
     /// Stop then start on the same host (recovery of a failure, or a restart of something
     /// this resource is ordered after).
-    Restart { host: String },
+    Restart {
+        host: String,
+    },
     /// Stop on `from`, then start on `to` (a cold move).
-    Move { from: String, to: String },
+    Move {
+        from: String,
+        to: String,
+    },
     /// Live migration: the resource keeps running while it moves.
-    Migrate { from: String, to: String },
-    Promote { host: String },
-    Demote { host: String },
+    Migrate {
+        from: String,
+        to: String,
+    },
+    Promote {
+        host: String,
+    },
+    Demote {
+        host: String,
+    },
 }
 
 impl ActionKind {
@@ -76,7 +92,13 @@ impl ActionKind {
 
 impl fmt::Display for Action {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "#{} {} {} ", self.id, self.kind.verb(), self.resource)?;
+        write!(
+            formatter,
+            "#{} {} {} ",
+            self.id,
+            self.kind.verb(),
+            self.resource
+        )?;
         match &self.kind {
             ActionKind::Start { host }
             | ActionKind::Stop { host }
@@ -121,7 +143,9 @@ pub fn apply_plan(view: &ClusterView, plan: &Plan) -> ClusterView {
         .collect();
     let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
     for (position, resource) in after.resources.iter_mut().enumerate() {
-        resource.instances.retain(|instance| !down_hosts.contains(&instance.host.as_str()));
+        resource
+            .instances
+            .retain(|instance| !down_hosts.contains(&instance.host.as_str()));
         by_name.insert(resource.name.clone(), position);
     }
     for action in &plan.actions {
@@ -205,9 +229,18 @@ pub struct Contribution {
 
 impl fmt::Display for Explanation {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(formatter, "{} (unit {}): {}", self.resource, self.unit, self.summary)?;
+        writeln!(
+            formatter,
+            "{} (unit {}): {}",
+            self.resource, self.unit, self.summary
+        )?;
         for host in &self.hosts {
-            writeln!(formatter, "  {:<24} {:>10}", host.host, host.score.to_string())?;
+            writeln!(
+                formatter,
+                "  {:<24} {:>10}",
+                host.host,
+                host.score.to_string()
+            )?;
             for contribution in &host.contributions {
                 writeln!(
                     formatter,

@@ -44,23 +44,31 @@ impl Score {
         self.0 >= INFINITY
     }
 
-    /// Pacemaker's score addition (`pcmk__add_scores`).
-    pub fn add(self, other: Score) -> Score {
-        let mut sum = ScoreSum::default();
-        sum.add(self);
-        sum.add(other);
-        sum.total()
-    }
-
     /// This score multiplied by `numerator / INFINITY`, the way a colocation of score
     /// `numerator` scales the dependent's preferences it passes to its primary.
     pub fn scaled(self, numerator: Score) -> Score {
         if numerator.0.abs() >= INFINITY {
-            return if numerator.0 > 0 { self } else { Score(-self.0) };
+            return if numerator.0 > 0 {
+                self
+            } else {
+                Score(-self.0)
+            };
         }
         let value = i128::from(self.0) * i128::from(numerator.0) / i128::from(INFINITY);
         // `value` is bounded by |self| < 2^63, so the conversion cannot fail.
         Score::new(i64::try_from(value).unwrap_or(0))
+    }
+}
+
+/// Pacemaker's score addition (`pcmk__add_scores`).
+impl std::ops::Add for Score {
+    type Output = Score;
+
+    fn add(self, other: Score) -> Score {
+        let mut sum = ScoreSum::default();
+        sum.add(self);
+        sum.add(other);
+        sum.total()
     }
 }
 
@@ -181,16 +189,23 @@ mod tests {
     // Proves the Pacemaker rules: -INFINITY wins over +INFINITY, sums clamp.
     #[test]
     fn addition_follows_pacemaker() {
-        assert_eq!(Score::INFINITY.add(Score::MINUS_INFINITY), Score::MINUS_INFINITY);
-        assert_eq!(Score::INFINITY.add(Score::new(-5)), Score::INFINITY);
-        assert_eq!(Score::new(999_999).add(Score::new(5)), Score::INFINITY);
-        assert_eq!(Score::new(-3).add(Score::new(5)), Score::new(2));
+        assert_eq!(
+            Score::INFINITY + Score::MINUS_INFINITY,
+            Score::MINUS_INFINITY
+        );
+        assert_eq!(Score::INFINITY + Score::new(-5), Score::INFINITY);
+        assert_eq!(Score::new(999_999) + Score::new(5), Score::INFINITY);
+        assert_eq!(Score::new(-3) + Score::new(5), Score::new(2));
     }
 
     // Proves the sum does not depend on the order of its terms.
     #[test]
     fn sum_is_order_independent() {
-        let terms = [Score::new(900_000), Score::new(900_000), Score::new(-900_000)];
+        let terms = [
+            Score::new(900_000),
+            Score::new(900_000),
+            Score::new(-900_000),
+        ];
         let mut forward = ScoreSum::default();
         terms.iter().for_each(|term| forward.add(*term));
         let mut backward = ScoreSum::default();
@@ -203,16 +218,26 @@ mod tests {
     fn scaling_by_colocation_score() {
         assert_eq!(Score::new(100).scaled(Score::INFINITY), Score::new(100));
         assert_eq!(Score::new(100).scaled(Score::new(500_000)), Score::new(50));
-        assert_eq!(Score::new(100).scaled(Score::MINUS_INFINITY), Score::new(-100));
+        assert_eq!(
+            Score::new(100).scaled(Score::MINUS_INFINITY),
+            Score::new(-100)
+        );
     }
 
     #[test]
     fn json_round_trip() {
-        let scores: Vec<Score> = serde_json::from_str(r#"[1, "INFINITY", "-INFINITY", "+INFINITY", -7]"#)
-            .expect("valid scores");
+        let scores: Vec<Score> =
+            serde_json::from_str(r#"[1, "INFINITY", "-INFINITY", "+INFINITY", -7]"#)
+                .expect("valid scores");
         assert_eq!(
             scores,
-            vec![Score::new(1), Score::INFINITY, Score::MINUS_INFINITY, Score::INFINITY, Score::new(-7)]
+            vec![
+                Score::new(1),
+                Score::INFINITY,
+                Score::MINUS_INFINITY,
+                Score::INFINITY,
+                Score::new(-7)
+            ]
         );
         assert_eq!(
             serde_json::to_string(&scores).expect("serializable"),

@@ -229,7 +229,11 @@ pub struct Instance {
 
 impl Instance {
     pub fn on(host: impl Into<String>) -> Instance {
-        Instance { host: host.into(), promoted: false, failed: false }
+        Instance {
+            host: host.into(),
+            promoted: false,
+            failed: false,
+        }
     }
 }
 
@@ -255,8 +259,12 @@ impl Serialize for Instance {
         if !self.promoted && !self.failed {
             return serializer.serialize_str(&self.host);
         }
-        InstanceFields { host: self.host.clone(), promoted: self.promoted, failed: self.failed }
-            .serialize(serializer)
+        InstanceFields {
+            host: self.host.clone(),
+            promoted: self.promoted,
+            failed: self.failed,
+        }
+        .serialize(serializer)
     }
 }
 
@@ -264,9 +272,11 @@ impl<'de> Deserialize<'de> for Instance {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Instance, D::Error> {
         Ok(match InstanceForm::deserialize(deserializer)? {
             InstanceForm::Host(host) => Instance::on(host),
-            InstanceForm::Fields(fields) => {
-                Instance { host: fields.host, promoted: fields.promoted, failed: fields.failed }
-            }
+            InstanceForm::Fields(fields) => Instance {
+                host: fields.host,
+                promoted: fields.promoted,
+                failed: fields.failed,
+            },
         })
     }
 }
@@ -510,7 +520,10 @@ pub struct Request {
 
 impl Default for Request {
     fn default() -> Request {
-        Request { now_ms: 0, include_scores: true }
+        Request {
+            now_ms: 0,
+            include_scores: true,
+        }
     }
 }
 

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hafen_scheduler::{
-    ClusterView, Colocation, FailCount, FailoverDomain, Group, Host, HostState, Instance, Location,
-    Operation, Ordering, OrderingKind, PlacementStrategy, Plan, Request, Resource, ResourceClone,
-    Role, Rule, Expression, Score, TargetRole, apply_plan, schedule,
+    ClusterView, Colocation, Expression, FailCount, FailoverDomain, Group, Host, HostState,
+    Instance, Location, Operation, Ordering, OrderingKind, PlacementStrategy, Plan, Request,
+    Resource, ResourceClone, Role, Rule, Score, TargetRole, apply_plan, schedule,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
@@ -46,7 +46,13 @@ fn host_name(index: usize) -> String {
 }
 
 fn random_score(random: &mut Random) -> Score {
-    *random.pick(&[Score::INFINITY, Score::MINUS_INFINITY, Score::new(100), Score::new(-100), Score::new(5000)])
+    *random.pick(&[
+        Score::INFINITY,
+        Score::MINUS_INFINITY,
+        Score::new(100),
+        Score::new(-100),
+        Score::new(5000),
+    ])
 }
 
 /// Builds a cluster from a seed. Resources the scheduler must leave alone (unmanaged, or
@@ -73,17 +79,28 @@ fn generate(host_count: usize, resource_count: usize, seed: u64) -> ClusterView 
                 HostState::Offline,
             ])
         };
-        let mut host = Host { name: host_name(index), state, ..Host::default() };
-        host.attributes.insert("rack".to_string(), random.pick(&["a", "b"]).to_string());
-        host.capacity.insert("cpu".to_string(), 4 + random.below(12));
-        host.capacity.insert("memory".to_string(), 4096 + 1024 * random.below(12));
+        let mut host = Host {
+            name: host_name(index),
+            state,
+            ..Host::default()
+        };
+        host.attributes
+            .insert("rack".to_string(), random.pick(&["a", "b"]).to_string());
+        host.capacity
+            .insert("cpu".to_string(), 4 + random.below(12));
+        host.capacity
+            .insert("memory".to_string(), 4096 + 1024 * random.below(12));
         view.hosts.push(host);
     }
     for index in 0..resource_count {
         let mut resource = Resource::new(format!("r{index:02}"));
         if random.chance(80) {
-            resource.utilization.insert("cpu".to_string(), 1 + random.below(4));
-            resource.utilization.insert("memory".to_string(), 512 * (1 + random.below(6)));
+            resource
+                .utilization
+                .insert("cpu".to_string(), 1 + random.below(4));
+            resource
+                .utilization
+                .insert("memory".to_string(), 512 * (1 + random.below(6)));
         }
         if host_count > 0 && random.chance(60) {
             let host = random.below(host_count as u64) as usize;
@@ -91,7 +108,9 @@ fn generate(host_count: usize, resource_count: usize, seed: u64) -> ClusterView 
             instance.failed = random.chance(10);
             resource.instances.push(instance);
             if random.chance(3) {
-                resource.instances.push(Instance::on(host_name((host + 1) % host_count)));
+                resource
+                    .instances
+                    .push(Instance::on(host_name((host + 1) % host_count)));
                 resource.instances.dedup_by(|a, b| a.host == b.host);
             }
         }
@@ -107,7 +126,13 @@ fn generate(host_count: usize, resource_count: usize, seed: u64) -> ClusterView 
         if host_count > 0 && random.chance(15) {
             let host = host_name(random.below(host_count as u64) as usize);
             let count = 1 + random.below(3) as u32;
-            resource.fail_counts.insert(host, FailCount { count, last_failure_ms: random.below(2000) });
+            resource.fail_counts.insert(
+                host,
+                FailCount {
+                    count,
+                    last_failure_ms: random.below(2000),
+                },
+            );
             resource.migration_threshold = Some(1 + random.below(3) as u32);
             if random.chance(50) {
                 resource.failure_timeout_ms = Some(500 + random.below(1000));
@@ -135,7 +160,11 @@ fn generate(host_count: usize, resource_count: usize, seed: u64) -> ClusterView 
 /// Groups, clones, failover domains and constraints. Colocations and orderings always point
 /// from a later unit to an earlier one, so dependencies never loop.
 fn add_structure(view: &mut ClusterView, random: &mut Random) {
-    let names: Vec<String> = view.resources.iter().map(|resource| resource.name.clone()).collect();
+    let names: Vec<String> = view
+        .resources
+        .iter()
+        .map(|resource| resource.name.clone())
+        .collect();
     let mut units: Vec<String> = Vec::new();
     let mut promotable: BTreeSet<String> = BTreeSet::new();
     let mut index = 0;
@@ -143,7 +172,10 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
         if index + 1 < names.len() && random.chance(15) {
             let size = (2 + random.below(2) as usize).min(names.len() - index);
             let name = format!("g{index:02}");
-            view.groups.push(Group { name: name.clone(), members: names[index..index + size].to_vec() });
+            view.groups.push(Group {
+                name: name.clone(),
+                members: names[index..index + size].to_vec(),
+            });
             units.push(name);
             index += size;
         } else if random.chance(10) {
@@ -159,13 +191,18 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
             };
             let resource = &mut view.resources[index];
             if let Some(first) = resource.instances.first().cloned() {
-                resource.instances = vec![Instance { promoted: is_promotable && random.chance(50), ..first }];
+                resource.instances = vec![Instance {
+                    promoted: is_promotable && random.chance(50),
+                    ..first
+                }];
             }
             if is_promotable {
                 promotable.insert(name.clone());
                 for host in &view.hosts {
                     if random.chance(50) {
-                        resource.promotion_scores.insert(host.name.clone(), Score::new(random.below(20) as i64));
+                        resource
+                            .promotion_scores
+                            .insert(host.name.clone(), Score::new(random.below(20) as i64));
                     }
                 }
             }
@@ -187,7 +224,9 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
         };
         for host in &view.hosts {
             if random.chance(50) {
-                domain.hosts.insert(host.name.clone(), random.below(3) as u32);
+                domain
+                    .hosts
+                    .insert(host.name.clone(), random.below(3) as u32);
             }
         }
         view.failover_domains.push(domain);
@@ -203,7 +242,11 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
             break;
         }
         let unit = random.pick(&units).clone();
-        let mut location = Location { id: format!("location-{number}"), resource: unit.clone(), ..Location::default() };
+        let mut location = Location {
+            id: format!("location-{number}"),
+            resource: unit.clone(),
+            ..Location::default()
+        };
         if random.chance(30) {
             location.rules.push(Rule {
                 score: Some(random_score(random)),
@@ -232,7 +275,11 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
         let earlier = random.below(later as u64) as usize;
         if random.chance(50) {
             let primary = units[earlier].clone();
-            let primary_role = if promotable.contains(&primary) && random.chance(50) { Role::Promoted } else { Role::Started };
+            let primary_role = if promotable.contains(&primary) && random.chance(50) {
+                Role::Promoted
+            } else {
+                Role::Started
+            };
             view.constraints.colocations.push(Colocation {
                 id: format!("colocation-{number}"),
                 dependent: units[later].clone(),
@@ -247,7 +294,11 @@ fn add_structure(view: &mut ClusterView, random: &mut Random) {
                 id: format!("ordering-{number}"),
                 first: units[earlier].clone(),
                 then: units[later].clone(),
-                kind: if random.chance(70) { OrderingKind::Mandatory } else { OrderingKind::Optional },
+                kind: if random.chance(70) {
+                    OrderingKind::Mandatory
+                } else {
+                    OrderingKind::Optional
+                },
                 symmetrical: random.chance(80),
             });
         }
@@ -320,17 +371,28 @@ fn placement(view: &ClusterView, units: &[String]) -> Placement {
 /// Units the scheduler must not touch: unmanaged, or with an instance on a maintenance or
 /// unclean host.
 fn fixed_units(view: &ClusterView, units: &[String]) -> BTreeSet<String> {
-    let state = |name: &str| view.hosts.iter().find(|host| host.name == name).map(|host| host.state);
+    let state = |name: &str| {
+        view.hosts
+            .iter()
+            .find(|host| host.name == name)
+            .map(|host| host.state)
+    };
     units
         .iter()
         .filter(|unit| {
             unit_resources(view, unit).iter().any(|name| {
-                view.resources.iter().find(|resource| &resource.name == name).is_some_and(|resource| {
-                    !resource.managed
-                        || resource.instances.iter().any(|instance| {
-                            matches!(state(&instance.host), Some(HostState::Maintenance | HostState::Unclean))
-                        })
-                })
+                view.resources
+                    .iter()
+                    .find(|resource| &resource.name == name)
+                    .is_some_and(|resource| {
+                        !resource.managed
+                            || resource.instances.iter().any(|instance| {
+                                matches!(
+                                    state(&instance.host),
+                                    Some(HostState::Maintenance | HostState::Unclean)
+                                )
+                            })
+                    })
             })
         })
         .cloned()
@@ -357,23 +419,34 @@ fn all_units(view: &ClusterView) -> Vec<String> {
 }
 
 fn check(view: &ClusterView) -> Result<(), TestCaseError> {
-    let request = Request { now_ms: 1500, include_scores: true };
-    let plan: Plan = schedule(view, &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let request = Request {
+        now_ms: 1500,
+        include_scores: true,
+    };
+    let plan: Plan =
+        schedule(view, &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
 
     // Same input, same plan.
     let again = schedule(view, &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
     prop_assert_eq!(&plan, &again);
 
     // Input order does not matter.
-    let reordered = schedule(&shuffled(view, 7), &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let reordered = schedule(&shuffled(view, 7), &request)
+        .map_err(|error| TestCaseError::fail(error.to_string()))?;
     prop_assert_eq!(&plan, &reordered, "shuffled input gave another plan");
 
     // Applying the plan and planning again does nothing.
     let after = apply_plan(view, &plan);
-    let replan = schedule(&after, &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
+    let replan =
+        schedule(&after, &request).map_err(|error| TestCaseError::fail(error.to_string()))?;
     let replan_text: Vec<String> = replan.actions.iter().map(ToString::to_string).collect();
     let plan_text: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
-    prop_assert!(replan.actions.is_empty(), "re-plan acts: {:?}\nafter plan {:?}", replan_text, plan_text);
+    prop_assert!(
+        replan.actions.is_empty(),
+        "re-plan acts: {:?}\nafter plan {:?}",
+        replan_text,
+        plan_text
+    );
 
     check_capacity(view, &after)?;
     check_hosts_taking_nothing(view, &after)?;
@@ -389,7 +462,9 @@ fn check_capacity(view: &ClusterView, after: &ClusterView) -> Result<(), TestCas
     for resource in &after.resources {
         for instance in &resource.instances {
             for (key, amount) in &resource.utilization {
-                *used.entry((instance.host.as_str(), key.as_str())).or_default() += amount;
+                *used
+                    .entry((instance.host.as_str(), key.as_str()))
+                    .or_default() += amount;
             }
         }
     }
@@ -401,25 +476,52 @@ fn check_capacity(view: &ClusterView, after: &ClusterView) -> Result<(), TestCas
             .and_then(|candidate| candidate.capacity.get(key))
             .copied()
             .unwrap_or(0);
-        prop_assert!(amount <= capacity, "{} uses {} {} of {}", host, amount, key, capacity);
+        prop_assert!(
+            amount <= capacity,
+            "{} uses {} {} of {}",
+            host,
+            amount,
+            key,
+            capacity
+        );
     }
     Ok(())
 }
 
-fn check_hosts_taking_nothing(view: &ClusterView, after: &ClusterView) -> Result<(), TestCaseError> {
+fn check_hosts_taking_nothing(
+    view: &ClusterView,
+    after: &ClusterView,
+) -> Result<(), TestCaseError> {
     for resource in &after.resources {
-        let before = view.resources.iter().find(|candidate| candidate.name == resource.name);
+        let before = view
+            .resources
+            .iter()
+            .find(|candidate| candidate.name == resource.name);
         for instance in &resource.instances {
-            let host = view.hosts.iter().find(|host| host.name == instance.host).map(|host| host.state);
-            let was_there = before.is_some_and(|before| before.instances.iter().any(|old| old.host == instance.host));
+            let host = view
+                .hosts
+                .iter()
+                .find(|host| host.name == instance.host)
+                .map(|host| host.state);
+            let was_there = before
+                .is_some_and(|before| before.instances.iter().any(|old| old.host == instance.host));
             match host {
                 Some(HostState::Online) => {}
                 Some(HostState::Standby) => {
-                    prop_assert!(was_there && !resource.managed || was_there && fixed_somehow(view, &resource.name),
-                        "{} still on standby host {}", resource.name, instance.host);
+                    prop_assert!(
+                        was_there && (!resource.managed || fixed_somehow(view, &resource.name)),
+                        "{} still on standby host {}",
+                        resource.name,
+                        instance.host
+                    );
                 }
                 Some(HostState::Maintenance | HostState::Unclean) => {
-                    prop_assert!(was_there, "{} placed on non-online host {}", resource.name, instance.host);
+                    prop_assert!(
+                        was_there,
+                        "{} placed on non-online host {}",
+                        resource.name,
+                        instance.host
+                    );
                 }
                 _ => prop_assert!(false, "{} on down host {}", resource.name, instance.host),
             }
@@ -431,14 +533,24 @@ fn check_hosts_taking_nothing(view: &ClusterView, after: &ClusterView) -> Result
 fn fixed_somehow(view: &ClusterView, resource: &str) -> bool {
     let units = all_units(view);
     let fixed = fixed_units(view, &units);
-    units.iter().any(|unit| fixed.contains(unit) && unit_resources(view, unit).iter().any(|name| name == resource))
+    units.iter().any(|unit| {
+        fixed.contains(unit)
+            && unit_resources(view, unit)
+                .iter()
+                .any(|name| name == resource)
+    })
 }
 
 fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCaseError> {
     let units = all_units(view);
     let fixed = fixed_units(view, &units);
     let placed = placement(after, &units);
-    let running = |unit: &str| placed.hosts.get(unit).is_some_and(|hosts| !hosts.is_empty());
+    let running = |unit: &str| {
+        placed
+            .hosts
+            .get(unit)
+            .is_some_and(|hosts| !hosts.is_empty())
+    };
     for colocation in &view.constraints.colocations {
         if fixed.contains(&colocation.dependent) {
             continue;
@@ -450,12 +562,25 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
         };
         if colocation.score.is_infinity() {
             for host in dependent {
-                prop_assert!(primary.contains(host), "{} breaks {}: {} not with {:?}", colocation.dependent, colocation.id, host, primary);
+                prop_assert!(
+                    primary.contains(host),
+                    "{} breaks {}: {} not with {:?}",
+                    colocation.dependent,
+                    colocation.id,
+                    host,
+                    primary
+                );
             }
         }
         if colocation.score.is_minus_infinity() {
             for host in dependent {
-                prop_assert!(!primary.contains(host), "{} breaks {} on {}", colocation.dependent, colocation.id, host);
+                prop_assert!(
+                    !primary.contains(host),
+                    "{} breaks {} on {}",
+                    colocation.dependent,
+                    colocation.id,
+                    host
+                );
             }
         }
     }
@@ -465,12 +590,18 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
         }
         let banned_hosts: Vec<&str> = match (&location.host, location.score) {
             (Some(host), Some(score)) if score.is_minus_infinity() => vec![host.as_str()],
-            (None, None) if location.rules.iter().any(|rule| rule.score.is_some_and(Score::is_minus_infinity)) => view
-                .hosts
-                .iter()
-                .filter(|host| host.attributes.get("rack").is_some_and(|rack| rack == "a"))
-                .map(|host| host.name.as_str())
-                .collect(),
+            (None, None)
+                if location
+                    .rules
+                    .iter()
+                    .any(|rule| rule.score.is_some_and(Score::is_minus_infinity)) =>
+            {
+                view.hosts
+                    .iter()
+                    .filter(|host| host.attributes.get("rack").is_some_and(|rack| rack == "a"))
+                    .map(|host| host.name.as_str())
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let hosts = match location.role {
@@ -478,7 +609,13 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
             _ => &placed.hosts[&location.resource],
         };
         for banned in banned_hosts {
-            prop_assert!(!hosts.iter().any(|host| host == banned), "{} breaks {} on {}", location.resource, location.id, banned);
+            prop_assert!(
+                !hosts.iter().any(|host| host == banned),
+                "{} breaks {} on {}",
+                location.resource,
+                location.id,
+                banned
+            );
         }
     }
     for ordering in &view.constraints.orderings {
@@ -487,9 +624,18 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
         }
         if running(&ordering.then) {
             let first_runs = unit_resources(view, &ordering.first).iter().all(|name| {
-                after.resources.iter().any(|resource| &resource.name == name && !resource.instances.is_empty())
+                after
+                    .resources
+                    .iter()
+                    .any(|resource| &resource.name == name && !resource.instances.is_empty())
             });
-            prop_assert!(first_runs, "{} runs but {} does not ({})", ordering.then, ordering.first, ordering.id);
+            prop_assert!(
+                first_runs,
+                "{} runs but {} does not ({})",
+                ordering.then,
+                ordering.first,
+                ordering.id
+            );
         }
     }
     for group in &view.groups {
@@ -497,7 +643,12 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
             continue;
         }
         let hosts: BTreeSet<&String> = placed.hosts[&group.name].iter().collect();
-        prop_assert!(hosts.len() <= 1, "group {} is split over {:?}", group.name, hosts);
+        prop_assert!(
+            hosts.len() <= 1,
+            "group {} is split over {:?}",
+            group.name,
+            hosts
+        );
     }
     for clone in &view.clones {
         if fixed.contains(&clone.name) {
@@ -505,18 +656,37 @@ fn check_mandatory(view: &ClusterView, after: &ClusterView) -> Result<(), TestCa
         }
         let hosts = &placed.hosts[&clone.name];
         if let Some(max) = clone.max {
-            prop_assert!(hosts.len() as u32 <= max, "clone {} has {} instances", clone.name, hosts.len());
+            prop_assert!(
+                hosts.len() as u32 <= max,
+                "clone {} has {} instances",
+                clone.name,
+                hosts.len()
+            );
         }
         for host in hosts {
             let count = hosts.iter().filter(|other| *other == host).count() as u32;
-            prop_assert!(count <= clone.node_max, "clone {} has {} instances on {}", clone.name, count, host);
+            prop_assert!(
+                count <= clone.node_max,
+                "clone {} has {} instances on {}",
+                clone.name,
+                count,
+                host
+            );
         }
         prop_assert!(placed.promoted[&clone.name].len() as u32 <= clone.promoted_max);
     }
     for resource in &after.resources {
-        let in_clone = view.clones.iter().any(|clone| clone.resource == resource.name);
+        let in_clone = view
+            .clones
+            .iter()
+            .any(|clone| clone.resource == resource.name);
         if !in_clone && !fixed_somehow(view, &resource.name) {
-            prop_assert!(resource.instances.len() <= 1, "{} active on {:?}", resource.name, resource.instances);
+            prop_assert!(
+                resource.instances.len() <= 1,
+                "{} active on {:?}",
+                resource.name,
+                resource.instances
+            );
         }
     }
     Ok(())
@@ -535,24 +705,48 @@ proptest! {
 /// Replays one case printed by a failure: `HAFEN_PROPTEST_CASE=hosts,resources,seed`.
 #[test]
 fn replay_case_from_environment() {
-    let Ok(case) = std::env::var("HAFEN_PROPTEST_CASE") else { return };
-    let parts: Vec<u64> = case.split(',').map(|part| part.trim().parse().expect("a number")).collect();
+    let Ok(case) = std::env::var("HAFEN_PROPTEST_CASE") else {
+        return;
+    };
+    let parts: Vec<u64> = case
+        .split(',')
+        .map(|part| part.trim().parse().expect("a number"))
+        .collect();
     let view = generate(parts[0] as usize, parts[1] as usize, parts[2]);
-    println!("{}", serde_json::to_string_pretty(&view).unwrap_or_default());
-    if let Ok(plan) = schedule(&view, &Request { now_ms: 1500, include_scores: false }) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&view).unwrap_or_default()
+    );
+    if let Ok(plan) = schedule(
+        &view,
+        &Request {
+            now_ms: 1500,
+            include_scores: false,
+        },
+    ) {
         plan.actions.iter().for_each(|action| println!("{action}"));
-        plan.pending.iter().for_each(|pending| println!("pending {pending}"));
+        plan.pending
+            .iter()
+            .for_each(|pending| println!("pending {pending}"));
         if let Ok(name) = std::env::var("HAFEN_EXPLAIN") {
-            let request = Request { now_ms: 1500, include_scores: false };
+            let request = Request {
+                now_ms: 1500,
+                include_scores: false,
+            };
             if let Ok(explanation) = hafen_scheduler::explain(&view, &request, &name) {
                 println!("{explanation}");
             }
-            if let Ok(explanation) = hafen_scheduler::explain(&apply_plan(&view, &plan), &request, &name) {
+            if let Ok(explanation) =
+                hafen_scheduler::explain(&apply_plan(&view, &plan), &request, &name)
+            {
                 println!("after: {explanation}");
             }
         }
         for resource in &apply_plan(&view, &plan).resources {
-            println!("after {} {:?} {:?} managed={}", resource.name, resource.instances, resource.utilization, resource.managed);
+            println!(
+                "after {} {:?} {:?} managed={}",
+                resource.name, resource.instances, resource.utilization, resource.managed
+            );
         }
     }
     if let Err(error) = check(&view) {

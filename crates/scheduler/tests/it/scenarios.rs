@@ -73,7 +73,11 @@ fn state_of(view: &ClusterView) -> BTreeMap<String, String> {
                     text
                 })
                 .collect();
-            let state = if hosts.is_empty() { "stopped".to_string() } else { hosts.join(" ") };
+            let state = if hosts.is_empty() {
+                "stopped".to_string()
+            } else {
+                hosts.join(" ")
+            };
             (resource.name.clone(), state)
         })
         .collect()
@@ -83,10 +87,21 @@ fn outcome(scenario: &Scenario) -> Outcome {
     let request = scenario.request.clone().unwrap_or_default();
     let plan: Plan = match schedule(&scenario.view, &request) {
         Ok(plan) => plan,
-        Err(error) => return Outcome { error: Some(error.to_string()), ..Outcome::default() },
+        Err(error) => {
+            return Outcome {
+                error: Some(error.to_string()),
+                ..Outcome::default()
+            };
+        }
     };
     let after = apply_plan(&scenario.view, &plan);
-    let replan = match schedule(&after, &Request { include_scores: false, ..request.clone() }) {
+    let replan = match schedule(
+        &after,
+        &Request {
+            include_scores: false,
+            ..request.clone()
+        },
+    ) {
         Ok(replan) => replan.actions.iter().map(ToString::to_string).collect(),
         Err(error) => vec![format!("error: {error}")],
     };
@@ -94,7 +109,10 @@ fn outcome(scenario: &Scenario) -> Outcome {
         .scores
         .iter()
         .map(|(resource, row)| {
-            let cells: Vec<String> = row.iter().map(|(host, score)| format!("{host}={score}")).collect();
+            let cells: Vec<String> = row
+                .iter()
+                .map(|(host, score)| format!("{host}={score}"))
+                .collect();
             (resource.clone(), cells.join(" "))
         })
         .collect();
@@ -106,7 +124,12 @@ fn outcome(scenario: &Scenario) -> Outcome {
                 Ok(explanation) => explanation.to_string(),
                 Err(error) => format!("error: {error}"),
             };
-            (resource.clone(), text.lines().map(|line| line.trim_end().to_string()).collect())
+            (
+                resource.clone(),
+                text.lines()
+                    .map(|line| line.trim_end().to_string())
+                    .collect(),
+            )
         })
         .collect();
     Outcome {
@@ -131,13 +154,19 @@ fn check_intent(scenario: &Scenario, outcome: &Outcome) -> Vec<String> {
         _ => {}
     }
     for (resource, wanted) in &scenario.expect {
-        let actual = outcome.after.get(resource).map_or("<unknown resource>", String::as_str);
+        let actual = outcome
+            .after
+            .get(resource)
+            .map_or("<unknown resource>", String::as_str);
         if actual != wanted {
             problems.push(format!("{resource}: expected {wanted:?}, got {actual:?}"));
         }
     }
     if !outcome.replan.is_empty() {
-        problems.push(format!("re-planning the state after is not empty: {:?}", outcome.replan));
+        problems.push(format!(
+            "re-planning the state after is not empty: {:?}",
+            outcome.replan
+        ));
     }
     problems
 }
@@ -147,7 +176,10 @@ fn scenario_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(&directory)
         .expect("tests/scenarios is readable")
         .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
         .collect();
     files.sort();
     files
@@ -165,7 +197,10 @@ fn scenarios() {
     assert!(files.len() >= 100, "only {} scenario files", files.len());
     let mut failures = Vec::new();
     for file in &files {
-        let name = file.file_name().map(|name| name.to_string_lossy().to_string()).unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string())
+            .unwrap_or_default();
         let text = fs::read_to_string(file).expect("scenario is readable");
         let mut scenario: Scenario = match serde_json::from_str(&text) {
             Ok(scenario) => scenario,
@@ -177,7 +212,10 @@ fn scenarios() {
         let actual = outcome(&scenario);
         let problems = check_intent(&scenario, &actual);
         if !problems.is_empty() {
-            failures.push(format!("{name}: intent violated:\n  {}", problems.join("\n  ")));
+            failures.push(format!(
+                "{name}: intent violated:\n  {}",
+                problems.join("\n  ")
+            ));
             continue;
         }
         if bless {
@@ -189,7 +227,9 @@ fn scenarios() {
             continue;
         }
         match &scenario.expected {
-            None => failures.push(format!("{name}: no expected outcome (run with HAFEN_BLESS=1)")),
+            None => failures.push(format!(
+                "{name}: no expected outcome (run with HAFEN_BLESS=1)"
+            )),
             Some(expected) if *expected != actual => failures.push(format!(
                 "{name}: outcome differs from the blessed one\n--- expected\n{}\n+++ actual\n{}",
                 show(expected),
@@ -198,5 +238,11 @@ fn scenarios() {
             Some(_) => {}
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }
