@@ -198,7 +198,11 @@ pub struct JoinToken {
 
 impl std::fmt::Display for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "hafen-join.{}.{}.{}", self.id, self.secret, self.ca_fingerprint)
+        write!(
+            f,
+            "hafen-join.{}.{}.{}",
+            self.id, self.secret, self.ca_fingerprint
+        )
     }
 }
 
@@ -237,8 +241,82 @@ mod tests {
         };
         assert_eq!(token.to_string().parse::<JoinToken>().unwrap(), token);
         assert!("hafen-join.xyz".parse::<JoinToken>().is_err());
-        assert!(format!("hafen-join.0123abcd.{}.{}", "g".repeat(32), "a".repeat(64))
-            .parse::<JoinToken>()
-            .is_err());
+        assert!(
+            format!("hafen-join.0123abcd.{}.{}", "g".repeat(32), "a".repeat(64))
+                .parse::<JoinToken>()
+                .is_err()
+        );
     }
+}
+
+/// `vm create`: a VM from a template.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmCreateRequest {
+    pub name: String,
+    pub template: String,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    /// Preferred host for the first start.
+    pub host: Option<String>,
+    /// The guest's static address `ip/prefix` (kernel-booted templates).
+    pub address: Option<String>,
+    /// Start it right away (default true).
+    pub start: Option<bool>,
+}
+
+/// A VM as `vm list` / `vm show` present it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VmInfo {
+    pub name: String,
+    /// `running`, `stopped`, `starting`, `stopping`, `migrating`, `failed`.
+    pub state: String,
+    pub node: Option<String>,
+    /// What the operator asked: `started` or `stopped`.
+    pub target: String,
+    pub generation: u64,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub address: Option<String>,
+    pub disks: Vec<String>,
+    pub last_error: Option<String>,
+    pub fail_counts: std::collections::BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MigrateRequest {
+    /// The destination; default: the best other host.
+    pub to: Option<String>,
+}
+
+/// What a live migration measured.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MigrationResult {
+    pub from: String,
+    pub to: String,
+    pub qemu_total_time_ms: u64,
+    pub downtime_ms: u64,
+    pub transferred_bytes: u64,
+    pub orchestration_total_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolRequest {
+    pub name: String,
+    /// Only `dir`.
+    pub kind: Option<String>,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateRequest {
+    pub name: String,
+    pub pool: String,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+    pub base_volume: Option<String>,
+    pub disk_size_mib: u64,
+    pub bridge: String,
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u32>,
 }

@@ -1,8 +1,8 @@
 //! API errors: every refusal is an HTTP status plus a one-line message naming what is wrong.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hafen_api_types::ErrorBody;
 use hafen_model::Rejection;
 
@@ -24,6 +24,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// An operation was carried out and failed (a VM did not start, a migration was aborted).
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl ApiError {
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Failed(_) => (StatusCode::UNPROCESSABLE_ENTITY, "failed"),
         }
     }
 }
@@ -54,10 +58,12 @@ impl From<Rejection> for ApiError {
 impl From<hafen_store::WriteError> for ApiError {
     fn from(error: hafen_store::WriteError) -> Self {
         match error {
-            hafen_store::WriteError::NotLeader { .. } => {
-                ApiError::Unavailable("leadership changed while the request was in flight; retry".to_string())
+            hafen_store::WriteError::NotLeader { .. } => ApiError::Unavailable(
+                "leadership changed while the request was in flight; retry".to_string(),
+            ),
+            hafen_store::WriteError::Stopped(detail) => {
+                ApiError::Unavailable(format!("replica stopped: {detail}"))
             }
-            hafen_store::WriteError::Stopped(detail) => ApiError::Unavailable(format!("replica stopped: {detail}")),
             hafen_store::WriteError::Membership(detail) => ApiError::Conflict(detail),
         }
     }
@@ -66,10 +72,12 @@ impl From<hafen_store::WriteError> for ApiError {
 impl From<hafen_store::ReadError> for ApiError {
     fn from(error: hafen_store::ReadError) -> Self {
         match error {
-            hafen_store::ReadError::NotLeader { .. } => {
-                ApiError::Unavailable("leadership changed while the request was in flight; retry".to_string())
+            hafen_store::ReadError::NotLeader { .. } => ApiError::Unavailable(
+                "leadership changed while the request was in flight; retry".to_string(),
+            ),
+            hafen_store::ReadError::Stopped(detail) => {
+                ApiError::Unavailable(format!("replica stopped: {detail}"))
             }
-            hafen_store::ReadError::Stopped(detail) => ApiError::Unavailable(format!("replica stopped: {detail}")),
         }
     }
 }

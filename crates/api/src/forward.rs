@@ -1,7 +1,7 @@
 //! Authentication and transparent forwarding of API requests to the leader.
 
-use crate::error::ApiError;
 use crate::SharedContext;
+use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -40,9 +40,12 @@ pub(crate) async fn authenticate(
         .into_response();
     };
     let hash = crate::sha256_hex(token);
-    let (bootstrapped, known) = context
-        .replica
-        .read_local(|state| (state.identity.is_some(), state.authenticate(&hash).is_some()));
+    let (bootstrapped, known) = context.replica.read_local(|state| {
+        (
+            state.identity.is_some(),
+            state.authenticate(&hash).is_some(),
+        )
+    });
     // A node that has not received the cluster state yet cannot judge; the leader will.
     if bootstrapped && !known {
         return ApiError::Unauthorized("invalid API token".to_string()).into_response();
@@ -61,8 +64,10 @@ pub(crate) async fn to_leader(
         return next.run(request).await;
     }
     let Some((_, leader)) = context.replica.leader() else {
-        return ApiError::Unavailable("no leader is elected right now; retry in a moment".to_string())
-            .into_response();
+        return ApiError::Unavailable(
+            "no leader is elected right now; retry in a moment".to_string(),
+        )
+        .into_response();
     };
     match forward(&context, &leader.address, request).await {
         Ok(response) => response,
@@ -70,7 +75,11 @@ pub(crate) async fn to_leader(
     }
 }
 
-async fn forward(context: &SharedContext, leader_address: &str, request: Request) -> Result<Response, ApiError> {
+async fn forward(
+    context: &SharedContext,
+    leader_address: &str,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, FORWARD_BODY_LIMIT)
         .await
@@ -101,10 +110,9 @@ async fn forward(context: &SharedContext, leader_address: &str, request: Request
     })?;
     let status = reply.status();
     let content_type = reply.headers().get("content-type").cloned();
-    let bytes = reply
-        .bytes()
-        .await
-        .map_err(|error| ApiError::Unavailable(format!("the leader's answer was cut off: {error}; retry")))?;
+    let bytes = reply.bytes().await.map_err(|error| {
+        ApiError::Unavailable(format!("the leader's answer was cut off: {error}; retry"))
+    })?;
     let mut response = Response::builder().status(status.as_u16());
     if let Some(content_type) = content_type {
         response = response.header("content-type", content_type);

@@ -1,14 +1,14 @@
 //! Handlers of the public API; each runs on the leader (see `forward`).
 
-use crate::error::ApiError;
 use crate::SharedContext;
+use crate::error::ApiError;
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::Json;
 use hafen_api_types::{
-    CaResponse, ConfigReport, DiffLine, DiffReport, EpochChange, EventEntry, HistoryEntry, JoinRequest,
-    JoinResponse, JoinToken, NodeState, NodeStatus, PropertyEntry, RollbackRequest, SetPropertyRequest,
-    StatusReport, TokenRequest, TokenResponse, REQUEST_ID_HEADER,
+    CaResponse, ConfigReport, DiffLine, DiffReport, EpochChange, EventEntry, HistoryEntry,
+    JoinRequest, JoinResponse, JoinToken, NodeState, NodeStatus, PropertyEntry, REQUEST_ID_HEADER,
+    RollbackRequest, SetPropertyRequest, StatusReport, TokenRequest, TokenResponse,
 };
 use hafen_model::command::NewNode;
 use hafen_model::config::ConfigChange;
@@ -23,9 +23,9 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     match headers.get(REQUEST_ID_HEADER) {
         Some(value) => {
-            let text = value
-                .to_str()
-                .map_err(|_| ApiError::Invalid(format!("header {REQUEST_ID_HEADER} is not ASCII")))?;
+            let text = value.to_str().map_err(|_| {
+                ApiError::Invalid(format!("header {REQUEST_ID_HEADER} is not ASCII"))
+            })?;
             if text.is_empty() || text.len() > 128 {
                 return Err(ApiError::Invalid(format!(
                     "header {REQUEST_ID_HEADER} must be 1-128 characters"
@@ -38,7 +38,11 @@ fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// Proposes a command and waits for every replica's verdict.
-async fn submit(context: &SharedContext, headers: &HeaderMap, command: Command) -> Result<Outcome, ApiError> {
+pub(crate) async fn submit(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    command: Command,
+) -> Result<Outcome, ApiError> {
     let envelope = Envelope {
         request_id: request_id(headers)?,
         now_ms: crate::now_ms(),
@@ -87,7 +91,11 @@ fn node_statuses(context: &SharedContext, state: &ClusterState) -> Vec<NodeStatu
                     NodeRole::Member => "member".to_string(),
                     NodeRole::Witness => "witness".to_string(),
                 },
-                state: if alive { NodeState::Online } else { NodeState::Offline },
+                state: if alive {
+                    NodeState::Online
+                } else {
+                    NodeState::Offline
+                },
                 leader: raft.leader_id == Some(node.node_id),
                 voter: raft.voters.contains(&node.node_id),
                 last_seen_ms: age.map(|age| u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
@@ -111,10 +119,15 @@ fn warnings(state: &ClusterState, nodes: &[NodeStatus]) -> Vec<String> {
                 .to_string(),
         );
     }
-    let wanted = usize::try_from(state.config.integer("voter-count")).unwrap_or(3).min(nodes.len());
+    let wanted = usize::try_from(state.config.integer("voter-count"))
+        .unwrap_or(3)
+        .min(nodes.len());
     let voters: Vec<&NodeStatus> = nodes.iter().filter(|node| node.voter).collect();
     if voters.len() < wanted {
-        warnings.push(format!("only {} of {wanted} voters are configured yet", voters.len()));
+        warnings.push(format!(
+            "only {} of {wanted} voters are configured yet",
+            voters.len()
+        ));
     }
     let offline_voters: Vec<&str> = voters
         .iter()
@@ -140,7 +153,10 @@ pub(crate) async fn status(State(context): State<SharedContext>) -> ApiResult<St
         .ok_or_else(|| ApiError::Unavailable("the cluster is not bootstrapped yet".to_string()))?;
     let nodes = node_statuses(&context, &state);
     let raft = context.replica.status();
-    let leader = nodes.iter().find(|node| node.leader).map(|node| node.name.clone());
+    let leader = nodes
+        .iter()
+        .find(|node| node.leader)
+        .map(|node| node.name.clone());
     Ok(Json(StatusReport {
         cluster_name: identity.name.clone(),
         epoch: state.epoch,
@@ -148,8 +164,30 @@ pub(crate) async fn status(State(context): State<SharedContext>) -> ApiResult<St
         term: raft.term,
         warnings: warnings(&state, &nodes),
         nodes,
-        resources: Vec::new(),
+        resources: resources(&state),
     }))
+}
+
+/// A plain acknowledgement.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Done {
+    pub done: bool,
+}
+
+fn resources(state: &ClusterState) -> Vec<hafen_api_types::ResourceStatus> {
+    state
+        .config
+        .resources
+        .keys()
+        .filter_map(|name| crate::vms::vm_info(state, name))
+        .map(|vm| hafen_api_types::ResourceStatus {
+            name: vm.name,
+            kind: "vm".to_string(),
+            state: vm.state,
+            node: vm.node,
+            target: Some(vm.target),
+        })
+        .collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/nodes", responses((status = 200, body = Vec<NodeStatus>)))]
@@ -181,7 +219,12 @@ pub(crate) async fn remove_node(
     let status = node_statuses(&context, &before)
         .into_iter()
         .find(|node| node.name == name);
-    submit(&context, &headers, Command::RemoveNode { name: name.clone() }).await?;
+    submit(
+        &context,
+        &headers,
+        Command::RemoveNode { name: name.clone() },
+    )
+    .await?;
     status
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
@@ -205,7 +248,10 @@ pub(crate) async fn show_config(State(context): State<SharedContext>) -> ApiResu
         .replica
         .read(|state| ConfigReport {
             epoch: state.epoch,
-            properties: PROPERTIES.iter().map(|def| property_entry(state, def)).collect(),
+            properties: PROPERTIES
+                .iter()
+                .map(|def| property_entry(state, def))
+                .collect(),
         })
         .await?;
     Ok(Json(report))
@@ -217,7 +263,12 @@ pub(crate) async fn get_property(
     Path(key): Path<String>,
 ) -> ApiResult<PropertyEntry> {
     let def = property::lookup(&key).map_err(|error| ApiError::NotFound(error.to_string()))?;
-    Ok(Json(context.replica.read(|state| property_entry(state, def)).await?))
+    Ok(Json(
+        context
+            .replica
+            .read(|state| property_entry(state, def))
+            .await?,
+    ))
 }
 
 #[utoipa::path(put, path = "/api/v1/config/properties/{key}", request_body = SetPropertyRequest, responses((status = 200, body = EpochChange), (status = 400, body = hafen_api_types::ErrorBody)))]
@@ -227,7 +278,10 @@ pub(crate) async fn set_property(
     Path(key): Path<String>,
     Json(body): Json<SetPropertyRequest>,
 ) -> ApiResult<EpochChange> {
-    let change = ConfigChange::SetProperty { key, value: body.value };
+    let change = ConfigChange::SetProperty {
+        key,
+        value: body.value,
+    };
     epoch_change(submit(&context, &headers, Command::Configure { change }).await?)
 }
 
@@ -242,7 +296,9 @@ pub(crate) async fn unset_property(
 }
 
 #[utoipa::path(get, path = "/api/v1/config/history", responses((status = 200, body = Vec<HistoryEntry>)))]
-pub(crate) async fn config_history(State(context): State<SharedContext>) -> ApiResult<Vec<HistoryEntry>> {
+pub(crate) async fn config_history(
+    State(context): State<SharedContext>,
+) -> ApiResult<Vec<HistoryEntry>> {
     let history = context
         .replica
         .read(|state| {
@@ -319,13 +375,19 @@ pub(crate) async fn issue_token(
     }
     let ca_pem = context
         .replica
-        .read(|state| state.identity.as_ref().map(|identity| identity.ca_cert_pem.clone()))
+        .read(|state| {
+            state
+                .identity
+                .as_ref()
+                .map(|identity| identity.ca_cert_pem.clone())
+        })
         .await?
         .ok_or_else(|| ApiError::Unavailable("the cluster is not bootstrapped yet".to_string()))?;
     let token = JoinToken {
         id: crate::random_hex(4),
         secret: crate::random_hex(16),
-        ca_fingerprint: hafen_rpc::tls::fingerprint(&ca_pem).map_err(|error| ApiError::Internal(error.to_string()))?,
+        ca_fingerprint: hafen_rpc::tls::fingerprint(&ca_pem)
+            .map_err(|error| ApiError::Internal(error.to_string()))?,
     };
     let expires_ms = crate::now_ms() + ttl_s * 1000;
     submit(
@@ -356,7 +418,8 @@ pub(crate) async fn join(
         .map_err(|_| ApiError::Invalid(format!("address {:?} is not an ip:port", body.address)))?;
     let role: NodeRole = body.role.parse().map_err(ApiError::Invalid)?;
     // Check the request is signable before anything is committed.
-    hafen_rpc::tls::node_request_is_valid(&body.csr_pem).map_err(|error| ApiError::Invalid(error.to_string()))?;
+    hafen_rpc::tls::node_request_is_valid(&body.csr_pem)
+        .map_err(|error| ApiError::Invalid(error.to_string()))?;
     let outcome = submit(
         &context,
         &headers,
@@ -372,7 +435,9 @@ pub(crate) async fn join(
     )
     .await?;
     let Outcome::Admitted { node } = outcome else {
-        return Err(ApiError::Internal(format!("unexpected outcome {outcome:?}")));
+        return Err(ApiError::Internal(format!(
+            "unexpected outcome {outcome:?}"
+        )));
     };
     let identity = context
         .replica
@@ -396,8 +461,12 @@ pub(crate) async fn join(
 pub(crate) async fn cluster_ca(State(context): State<SharedContext>) -> ApiResult<CaResponse> {
     // Served from the local TLS identity: it exists before the state is replicated here.
     let ca_pem = context.local_ca_pem();
-    let fingerprint = hafen_rpc::tls::fingerprint(&ca_pem).map_err(|error| ApiError::Internal(error.to_string()))?;
-    Ok(Json(CaResponse { ca_pem, fingerprint }))
+    let fingerprint = hafen_rpc::tls::fingerprint(&ca_pem)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(Json(CaResponse {
+        ca_pem,
+        fingerprint,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

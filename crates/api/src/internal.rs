@@ -1,13 +1,13 @@
 //! Internal endpoints: Raft RPCs and agent heartbeats, reachable only with a cluster certificate.
 
+use crate::SharedContext;
 use crate::error::ApiError;
 use crate::serve::PeerVerified;
-use crate::SharedContext;
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hafen_api_types::Heartbeat;
 use hafen_store::RaftRpc;
 

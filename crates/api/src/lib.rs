@@ -8,15 +8,15 @@ mod error;
 mod forward;
 mod handlers;
 mod internal;
-mod liveness;
 mod serve;
+mod vms;
 
 pub use error::ApiError;
-pub use liveness::Liveness;
-pub use serve::{serve, PeerVerified};
+pub use hafen_agent::Liveness;
+pub use serve::{PeerVerified, serve};
 
-use axum::routing::{get, post};
 use axum::Router;
+use axum::routing::{get, post};
 use hafen_rpc::PeerClient;
 use hafen_store::Replica;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ pub struct ApiContext {
     pub local: LocalNode,
     pub liveness: Arc<Liveness>,
     pub identity: hafen_rpc::Identity,
+    pub orchestrator: Arc<hafen_agent::Orchestrator>,
 }
 
 impl ApiContext {
@@ -67,6 +68,16 @@ pub type SharedContext = Arc<ApiContext>;
         handlers::join,
         handlers::cluster_ca,
         handlers::events,
+        vms::list_vms,
+        vms::show_vm,
+        vms::create_vm,
+        vms::start_vm,
+        vms::stop_vm,
+        vms::restart_vm,
+        vms::migrate_vm,
+        vms::delete_vm,
+        vms::define_pool,
+        vms::define_template,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -102,7 +113,10 @@ pub fn router(context: SharedContext) -> Router {
     let api = Router::new()
         .route("/status", get(handlers::status))
         .route("/nodes", get(handlers::list_nodes))
-        .route("/nodes/{name}", get(handlers::show_node).delete(handlers::remove_node))
+        .route(
+            "/nodes/{name}",
+            get(handlers::show_node).delete(handlers::remove_node),
+        )
         .route("/config", get(handlers::show_config))
         .route(
             "/config/properties/{key}",
@@ -116,15 +130,35 @@ pub fn router(context: SharedContext) -> Router {
         .route("/cluster/token", post(handlers::issue_token))
         .route("/cluster/join", post(handlers::join))
         .route("/events", get(handlers::events))
-        .layer(axum::middleware::from_fn_with_state(context.clone(), forward::to_leader))
-        .layer(axum::middleware::from_fn_with_state(context.clone(), forward::authenticate));
+        .route("/vms", get(vms::list_vms).post(vms::create_vm))
+        .route("/vms/{name}", get(vms::show_vm).delete(vms::delete_vm))
+        .route("/vms/{name}/start", post(vms::start_vm))
+        .route("/vms/{name}/stop", post(vms::stop_vm))
+        .route("/vms/{name}/restart", post(vms::restart_vm))
+        .route("/vms/{name}/migrate", post(vms::migrate_vm))
+        .route("/pools", post(vms::define_pool))
+        .route("/templates", post(vms::define_template))
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            forward::to_leader,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            context.clone(),
+            forward::authenticate,
+        ));
     let open = Router::new()
         .route("/api/v1/cluster/ca", get(handlers::cluster_ca))
-        .route("/api/openapi.json", get(|| async { ([("content-type", "application/json")], openapi_json()) }));
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([("content-type", "application/json")], openapi_json()) }),
+        );
     let internal = Router::new()
         .route("/raft/{rpc}", post(internal::raft))
         .route("/heartbeat", post(internal::heartbeat))
-        .layer(axum::middleware::from_fn(internal::require_peer_certificate));
+        .route("/agent", post(vms::agent))
+        .layer(axum::middleware::from_fn(
+            internal::require_peer_certificate,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .nest("/internal", internal)

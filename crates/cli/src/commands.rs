@@ -1,7 +1,10 @@
 //! Carries out each subcommand: the daemon and local set-up directly, everything else through the API.
 
 use crate::output;
-use crate::{ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, TopCommand};
+use crate::{
+    ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, PoolCommand, TemplateCommand,
+    TopCommand, VmCommand,
+};
 use anyhow::{Context, anyhow, bail};
 use clap::CommandFactory;
 use hafen_client::{Client, Credentials};
@@ -18,6 +21,9 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Node(command) => node(&global, command).await,
         TopCommand::Config(command) => config(&global, command).await,
         TopCommand::Events { follow } => events(&global, follow).await,
+        TopCommand::Vm(command) => vm(&global, command).await,
+        TopCommand::Pool(command) => pool(&global, command).await,
+        TopCommand::Template(command) => template(&global, command).await,
         TopCommand::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -349,4 +355,91 @@ async fn events(global: &GlobalArgs, follow: bool) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let json = global.output == OutputFormat::Json;
+    let show = |info: &hafen_api_types::VmInfo| {
+        if json {
+            print_json(info)
+        } else {
+            print!("{}", output::vms_table(std::slice::from_ref(info)))
+        }
+    };
+    match command {
+        VmCommand::Create { name, template, cpus, memory, host, address, no_start } => {
+            let info = client
+                .create_vm(&hafen_api_types::VmCreateRequest {
+                    name,
+                    template,
+                    vcpus: cpus,
+                    memory_mib: memory,
+                    host,
+                    address,
+                    start: Some(!no_start),
+                })
+                .await?;
+            show(&info);
+        }
+        VmCommand::List => {
+            let vms = client.vms().await?;
+            if json {
+                print_json(&vms)
+            } else {
+                print!("{}", output::vms_table(&vms))
+            }
+        }
+        VmCommand::Show { name } => show(&client.vm(&name).await?),
+        VmCommand::Start { name } => show(&client.vm_action(&name, "start").await?),
+        VmCommand::Stop { name } => show(&client.vm_action(&name, "stop").await?),
+        VmCommand::Restart { name } => show(&client.vm_action(&name, "restart").await?),
+        VmCommand::Migrate { name, to } => {
+            let result = client.migrate_vm(&name, to.as_deref()).await?;
+            if json {
+                print_json(&result)
+            } else {
+                println!(
+                    "{name} migrated {} -> {} in {} ms (QEMU {} ms, downtime {} ms)",
+                    result.from, result.to, result.orchestration_total_ms, result.qemu_total_time_ms, result.downtime_ms
+                );
+            }
+        }
+        VmCommand::Delete { name } => {
+            client.delete_vm(&name).await?;
+            if !json {
+                println!("vm {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn pool(global: &GlobalArgs, command: PoolCommand) -> anyhow::Result<()> {
+    let PoolCommand::Add { name, path } = command;
+    client(global)?
+        .define_pool(&hafen_api_types::PoolRequest { name: name.clone(), kind: None, path })
+        .await?;
+    println!("pool {name} defined");
+    Ok(())
+}
+
+async fn template(global: &GlobalArgs, command: TemplateCommand) -> anyhow::Result<()> {
+    let TemplateCommand::Add { name, pool, kernel, initrd, cmdline, base_volume, disk_size, bridge, memory, cpus } = command;
+    client(global)?
+        .define_template(&hafen_api_types::TemplateRequest {
+            name: name.clone(),
+            pool,
+            kernel,
+            initrd,
+            cmdline,
+            base_volume,
+            disk_size_mib: disk_size,
+            bridge,
+            memory_mib: memory,
+            vcpus: cpus,
+        })
+        .await?;
+    println!("template {name} defined");
+    Ok(())
 }

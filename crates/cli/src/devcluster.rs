@@ -32,12 +32,54 @@ pub enum DevClusterCommand {
         /// The last K nodes join as witnesses (voters that run no workloads).
         #[arg(long, default_value_t = 0)]
         witnesses: usize,
+        /// Create N VMs from the test guest on a shared dir pool under DIR (needs --netns).
+        #[arg(long, default_value_t = 0)]
+        demo_vms: usize,
+        #[command(flatten)]
+        guest: GuestArgs,
     },
     /// Stop every daemon and remove every namespace and link the cluster made.
     Down {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// The test guest built by `guest/build.sh` (`eval "$(guest/build.sh)"` sets the variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuestArgs {
+    #[arg(long, env = "HAFEN_GUEST_KERNEL")]
+    pub guest_kernel: Option<PathBuf>,
+    #[arg(long, env = "HAFEN_GUEST_INITRD")]
+    pub guest_initrd: Option<PathBuf>,
+    #[arg(long, env = "HAFEN_GUEST_CMDLINE")]
+    pub guest_cmdline: Option<String>,
+}
+
+impl GuestArgs {
+    /// The kernel, initrd and command line, checked to exist.
+    fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf, String)> {
+        let missing = || {
+            anyhow!("--demo-vms needs the test guest: run `eval \"$(guest/build.sh)\"` or pass --guest-kernel/--guest-initrd/--guest-cmdline")
+        };
+        let kernel = self.guest_kernel.clone().ok_or_else(missing)?;
+        let initrd = self.guest_initrd.clone().ok_or_else(missing)?;
+        let cmdline = self.guest_cmdline.clone().ok_or_else(missing)?;
+        for path in [&kernel, &initrd] {
+            if !path.exists() {
+                bail!("test guest file {} is missing; run guest/build.sh", path.display());
+            }
+        }
+        Ok((kernel, initrd, cmdline))
+    }
+}
+
+/// A demo VM and where its HTTP service answers from the root namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmEntry {
+    pub name: String,
+    pub service_url: String,
+    pub address: String,
 }
 
 /// `DIR/cluster.json`: what scripts and tests need to drive and kill hosts.
@@ -49,6 +91,8 @@ pub struct ClusterFile {
     pub credentials_file: PathBuf,
     /// Namespaces and root-side links created, for `down`.
     pub network: Option<NetworkEntry>,
+    #[serde(default)]
+    pub vms: Vec<VmEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,8 +127,20 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             dir,
             prefix,
             witnesses,
+            demo_vms,
+            guest,
         } => {
-            let file = up(nodes, netns, &dir, &prefix, witnesses).await?;
+            if demo_vms > 0 && !netns {
+                bail!("--demo-vms needs --netns: a VM keeps its address across hosts only on the namespace network");
+            }
+            let guest_files = if demo_vms > 0 { Some(guest.resolve()?) } else { None };
+            let mut file = up(nodes, netns, &dir, &prefix, witnesses).await?;
+            if let Some(guest_files) = guest_files {
+                let dir = std::path::absolute(&dir)?;
+                let result = create_demo_vms(&dir, &mut file, demo_vms, &guest_files).await;
+                write_cluster_file(&dir, &file)?;
+                result?;
+            }
             if global.output == crate::OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&file)?);
             } else {
@@ -143,6 +199,7 @@ async fn up(
         ca_file: dir.join("ca.pem"),
         credentials_file: dir.join("credentials.json"),
         network,
+        vms: Vec::new(),
     };
     let result = start_nodes(&dir, &names, netns, count - witnesses, &mut file).await;
     // Whatever happened, record what exists so `down` can remove it.
@@ -323,6 +380,79 @@ async fn wait_until_settled(credentials: &Credentials, count: usize) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Defines the shared pool and the test-guest template, creates the VMs round-robin over
+/// the members and waits until every guest's HTTP service answers from the root namespace.
+async fn create_demo_vms(
+    dir: &Path,
+    file: &mut ClusterFile,
+    count: usize,
+    (kernel, initrd, cmdline): &(PathBuf, PathBuf, String),
+) -> anyhow::Result<()> {
+    let credentials = Credentials::load(&file.credentials_file)?;
+    let client = Client::new(credentials.servers.clone(), &credentials.ca_pem, Some(credentials.token.clone()))?;
+    let pool_path = dir.join("pool");
+    std::fs::create_dir_all(&pool_path)?;
+    client
+        .define_pool(&hafen_api_types::PoolRequest {
+            name: "shared".to_string(),
+            kind: None,
+            path: pool_path.display().to_string(),
+        })
+        .await?;
+    client
+        .define_template(&hafen_api_types::TemplateRequest {
+            name: "test-guest".to_string(),
+            pool: "shared".to_string(),
+            kernel: Some(kernel.display().to_string()),
+            initrd: Some(initrd.display().to_string()),
+            cmdline: Some(cmdline.clone()),
+            base_volume: None,
+            disk_size_mib: 16,
+            bridge: "br0".to_string(),
+            memory_mib: Some(128),
+            vcpus: Some(1),
+        })
+        .await?;
+    let members: Vec<String> = file.nodes.iter().map(|node| node.name.clone()).collect();
+    for index in 1..=count {
+        let name = format!("vm{index}");
+        let ip = format!("{SUBNET_PREFIX}.{}", 100 + index);
+        client
+            .create_vm(&hafen_api_types::VmCreateRequest {
+                name: name.clone(),
+                template: "test-guest".to_string(),
+                vcpus: None,
+                memory_mib: None,
+                host: Some(members[(index - 1) % members.len()].clone()),
+                address: Some(format!("{ip}/24")),
+                start: Some(true),
+            })
+            .await
+            .with_context(|| format!("creating {name}"))?;
+        file.vms.push(VmEntry {
+            name,
+            service_url: format!("http://{ip}/"),
+            address: ip,
+        });
+    }
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for vm in &file.vms {
+        loop {
+            if let Ok(response) = http.get(&vm.service_url).send().await
+                && response.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer at {} within 180 s", vm.name, vm.service_url);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 fn free_port() -> anyhow::Result<u16> {

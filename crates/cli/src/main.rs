@@ -68,6 +68,15 @@ pub enum TopCommand {
     /// Cluster properties and the versioned configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Virtual machines.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Storage pools (directories every host mounts at the same path).
+    #[command(subcommand)]
+    Pool(PoolCommand),
+    /// Templates new VMs are made from.
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// The cluster's event log.
     Events {
         /// Keep printing new events.
@@ -117,6 +126,80 @@ pub enum ClusterCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a VM from a template (and start it unless --no-start).
+    Create {
+        name: String,
+        #[arg(long)]
+        template: String,
+        #[arg(long)]
+        cpus: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Preferred host for the first start.
+        #[arg(long)]
+        host: Option<String>,
+        /// The guest's static address, ip/prefix.
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        no_start: bool,
+    },
+    List,
+    Show { name: String },
+    Start { name: String },
+    /// Graceful stop: ACPI power-down, then quit, then kill.
+    Stop { name: String },
+    Restart { name: String },
+    /// Live-migrate a running VM.
+    Migrate {
+        name: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Delete a stopped VM and its disks.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Define a `dir` pool.
+    Add {
+        name: String,
+        #[arg(long)]
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Define a template: kernel boot (--kernel/--initrd/--cmdline) or disk boot (--base-volume).
+    Add {
+        name: String,
+        #[arg(long)]
+        pool: String,
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long)]
+        initrd: Option<String>,
+        #[arg(long)]
+        cmdline: Option<String>,
+        #[arg(long)]
+        base_volume: Option<String>,
+        /// Size of each VM's disk in MiB.
+        #[arg(long, default_value_t = 64)]
+        disk_size: u64,
+        #[arg(long)]
+        bridge: String,
+        #[arg(long)]
+        memory: Option<u64>,
+        #[arg(long)]
+        cpus: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     List,
     Show { name: String },
@@ -157,6 +240,8 @@ pub enum ConfigCommand {
 
 fn main() {
     let cli = Cli::parse();
+    // reqwest is built without a default TLS provider; ours is ring, everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -202,3 +202,29 @@ pub fn event_line(event: &EventEntry) -> String {
         event.id, event.at_ms, event.kind, event.message
     )
 }
+
+pub fn vms_table(vms: &[hafen_api_types::VmInfo]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".to_string(),
+        "NODE".to_string(),
+        "TARGET".to_string(),
+        "CPUS".to_string(),
+        "MEMORY".to_string(),
+        "ADDRESS".to_string(),
+        "LAST ERROR".to_string(),
+    ]];
+    for vm in vms {
+        rows.push([
+            vm.name.clone(),
+            vm.state.clone(),
+            vm.node.clone().unwrap_or_else(|| "-".to_string()),
+            vm.target.clone(),
+            vm.vcpus.to_string(),
+            format!("{} MiB", vm.memory_mib),
+            vm.address.clone().unwrap_or_else(|| "-".to_string()),
+            vm.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table(&rows)
+}

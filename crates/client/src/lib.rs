@@ -10,8 +10,8 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a call failed.
@@ -19,7 +19,11 @@ use std::time::{Duration, Instant};
 pub enum ClientError {
     /// The cluster answered and refused.
     #[error("{message}")]
-    Api { status: u16, kind: String, message: String },
+    Api {
+        status: u16,
+        kind: String,
+        message: String,
+    },
     #[error("cannot reach {server}: {detail}")]
     Unreachable { server: String, detail: String },
     #[error("no answer within {seconds} s: {last}")]
@@ -40,10 +44,18 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn load(path: &Path) -> Result<Self, ClientError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| ClientError::Setup(format!("cannot read credentials file {}: {error}", path.display())))?;
-        serde_json::from_str(&text)
-            .map_err(|error| ClientError::Setup(format!("credentials file {} is malformed: {error}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ClientError::Setup(format!(
+                "cannot read credentials file {}: {error}",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text).map_err(|error| {
+            ClientError::Setup(format!(
+                "credentials file {} is malformed: {error}",
+                path.display()
+            ))
+        })
     }
 
     /// Writes the file readable by its owner only.
@@ -51,8 +63,9 @@ impl Credentials {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|error| ClientError::Setup(format!("cannot create {}: {error}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|error| {
+                ClientError::Setup(format!("cannot create {}: {error}", parent.display()))
+            })?;
         }
         let text = serde_json::to_string_pretty(self).expect("credentials serialize");
         let mut file = std::fs::OpenOptions::new()
@@ -61,9 +74,12 @@ impl Credentials {
             .truncate(true)
             .mode(0o600)
             .open(path)
-            .map_err(|error| ClientError::Setup(format!("cannot write {}: {error}", path.display())))?;
-        file.write_all(text.as_bytes())
-            .map_err(|error| ClientError::Setup(format!("cannot write {}: {error}", path.display())))
+            .map_err(|error| {
+                ClientError::Setup(format!("cannot write {}: {error}", path.display()))
+            })?;
+        file.write_all(text.as_bytes()).map_err(|error| {
+            ClientError::Setup(format!("cannot write {}: {error}", path.display()))
+        })
     }
 }
 
@@ -79,19 +95,34 @@ pub struct Client {
 
 impl Client {
     /// A client that trusts `ca_pem` and sends `token`.
-    pub fn new(servers: Vec<String>, ca_pem: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let tls = hafen_rpc::tls::anonymous_client_config(ca_pem).map_err(|error| ClientError::Setup(error.to_string()))?;
+    pub fn new(
+        servers: Vec<String>,
+        ca_pem: &str,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
+        let tls = hafen_rpc::tls::anonymous_client_config(ca_pem)
+            .map_err(|error| ClientError::Setup(error.to_string()))?;
         Self::with_tls(servers, tls, token)
     }
 
     /// A client that accepts any server certificate; only for fetching the CA before a join.
     pub fn unverified(server: String) -> Result<Self, ClientError> {
-        Self::with_tls(vec![server], hafen_rpc::tls::unverified_client_config(), None)
+        Self::with_tls(
+            vec![server],
+            hafen_rpc::tls::unverified_client_config(),
+            None,
+        )
     }
 
-    fn with_tls(servers: Vec<String>, tls: rustls_config::ClientConfig, token: Option<String>) -> Result<Self, ClientError> {
+    fn with_tls(
+        servers: Vec<String>,
+        tls: rustls_config::ClientConfig,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
         if servers.is_empty() {
-            return Err(ClientError::Setup("no server given: pass --server or set HAFEN_SERVER".to_string()));
+            return Err(ClientError::Setup(
+                "no server given: pass --server or set HAFEN_SERVER".to_string(),
+            ));
         }
         let servers = servers
             .into_iter()
@@ -100,7 +131,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(200))
             .tcp_nodelay(true)
             .build()
             .map_err(|error| ClientError::Setup(error.to_string()))?;
@@ -135,7 +166,9 @@ impl Client {
         loop {
             let index = self.current.load(Ordering::Relaxed) % self.servers.len();
             let server = &self.servers[index];
-            let attempt = self.attempt(server, &method, path, body.as_ref(), &request_id).await;
+            let attempt = self
+                .attempt(server, &method, path, body.as_ref(), &request_id)
+                .await;
             let retryable = match attempt {
                 Ok(value) => return Ok(value),
                 Err(Attempt::Final(error)) => return Err(error),
@@ -196,7 +229,13 @@ impl Client {
             Ok(body) => (body.kind, body.error),
             Err(_) => (
                 "unknown".to_string(),
-                format!("{status}: {}", String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()),
+                format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
             ),
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -218,11 +257,21 @@ impl Client {
     }
 
     pub async fn node(&self, name: &str) -> Result<NodeStatus, ClientError> {
-        self.call(Method::GET, &format!("/api/v1/nodes/{}", encode(name)), None).await
+        self.call(
+            Method::GET,
+            &format!("/api/v1/nodes/{}", encode(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn remove_node(&self, name: &str) -> Result<NodeStatus, ClientError> {
-        self.call(Method::DELETE, &format!("/api/v1/nodes/{}", encode(name)), None).await
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/nodes/{}", encode(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn config(&self) -> Result<ConfigReport, ClientError> {
@@ -230,18 +279,34 @@ impl Client {
     }
 
     pub async fn property(&self, key: &str) -> Result<PropertyEntry, ClientError> {
-        self.call(Method::GET, &format!("/api/v1/config/properties/{}", encode(key)), None).await
+        self.call(
+            Method::GET,
+            &format!("/api/v1/config/properties/{}", encode(key)),
+            None,
+        )
+        .await
     }
 
     pub async fn set_property(&self, key: &str, value: &str) -> Result<EpochChange, ClientError> {
-        let body = serde_json::to_value(SetPropertyRequest { value: value.to_string() }).expect("serializes");
-        self.call(Method::PUT, &format!("/api/v1/config/properties/{}", encode(key)), Some(body))
-            .await
+        let body = serde_json::to_value(SetPropertyRequest {
+            value: value.to_string(),
+        })
+        .expect("serializes");
+        self.call(
+            Method::PUT,
+            &format!("/api/v1/config/properties/{}", encode(key)),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn unset_property(&self, key: &str) -> Result<EpochChange, ClientError> {
-        self.call(Method::DELETE, &format!("/api/v1/config/properties/{}", encode(key)), None)
-            .await
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/config/properties/{}", encode(key)),
+            None,
+        )
+        .await
     }
 
     pub async fn history(&self) -> Result<Vec<HistoryEntry>, ClientError> {
@@ -258,17 +323,20 @@ impl Client {
 
     pub async fn rollback(&self, epoch: u64) -> Result<EpochChange, ClientError> {
         let body = serde_json::to_value(RollbackRequest { epoch }).expect("serializes");
-        self.call(Method::POST, "/api/v1/config/rollback", Some(body)).await
+        self.call(Method::POST, "/api/v1/config/rollback", Some(body))
+            .await
     }
 
     pub async fn issue_token(&self, ttl_s: Option<u64>) -> Result<TokenResponse, ClientError> {
         let body = serde_json::to_value(TokenRequest { ttl_s }).expect("serializes");
-        self.call(Method::POST, "/api/v1/cluster/token", Some(body)).await
+        self.call(Method::POST, "/api/v1/cluster/token", Some(body))
+            .await
     }
 
     pub async fn join(&self, request: &JoinRequest) -> Result<JoinResponse, ClientError> {
         let body = serde_json::to_value(request).expect("serializes");
-        self.call(Method::POST, "/api/v1/cluster/join", Some(body)).await
+        self.call(Method::POST, "/api/v1/cluster/join", Some(body))
+            .await
     }
 
     pub async fn cluster_ca(&self) -> Result<CaResponse, ClientError> {
@@ -281,6 +349,43 @@ impl Client {
             None => "/api/v1/events".to_string(),
         };
         self.call(Method::GET, &path, None).await
+    }
+
+    pub async fn vms(&self) -> Result<Vec<VmInfo>, ClientError> {
+        self.call(Method::GET, "/api/v1/vms", None).await
+    }
+
+    pub async fn vm(&self, name: &str) -> Result<VmInfo, ClientError> {
+        self.call(Method::GET, &format!("/api/v1/vms/{}", encode(name)), None).await
+    }
+
+    pub async fn create_vm(&self, request: &VmCreateRequest) -> Result<VmInfo, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.call(Method::POST, "/api/v1/vms", Some(body)).await
+    }
+
+    /// `start`, `stop` or `restart`.
+    pub async fn vm_action(&self, name: &str, action: &str) -> Result<VmInfo, ClientError> {
+        self.call(Method::POST, &format!("/api/v1/vms/{}/{action}", encode(name)), None).await
+    }
+
+    pub async fn migrate_vm(&self, name: &str, to: Option<&str>) -> Result<MigrationResult, ClientError> {
+        let body = serde_json::to_value(MigrateRequest { to: to.map(str::to_string) }).expect("serializes");
+        self.call(Method::POST, &format!("/api/v1/vms/{}/migrate", encode(name)), Some(body)).await
+    }
+
+    pub async fn delete_vm(&self, name: &str) -> Result<VmInfo, ClientError> {
+        self.call(Method::DELETE, &format!("/api/v1/vms/{}", encode(name)), None).await
+    }
+
+    pub async fn define_pool(&self, request: &PoolRequest) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.call(Method::POST, "/api/v1/pools", Some(body)).await
+    }
+
+    pub async fn define_template(&self, request: &TemplateRequest) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.call(Method::POST, "/api/v1/templates", Some(body)).await
     }
 
     /// The raw OpenAPI document.
@@ -320,7 +425,9 @@ fn encode(segment: &str) -> String {
     segment
         .bytes()
         .map(|byte| match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                (byte as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()

@@ -63,6 +63,22 @@ pub async fn run(
     let liveness = Arc::new(Liveness::new(Duration::from_millis(
         config.timeouts.node_timeout_ms,
     )));
+    let agent = Arc::new(hafen_agent::Agent::new(
+        &node.name,
+        &config.data_dir.join("qemu"),
+        config.advertise_address().ip(),
+    ));
+    tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.warm_up().await }
+    });
+    let orchestrator = Arc::new(hafen_agent::Orchestrator::new(
+        replica.clone(),
+        peer.clone(),
+        agent,
+        node.name.clone(),
+        liveness.clone(),
+    ));
     let context = Arc::new(ApiContext {
         replica: replica.clone(),
         peer: peer.clone(),
@@ -73,6 +89,7 @@ pub async fn run(
         },
         liveness: liveness.clone(),
         identity: identity.clone(),
+        orchestrator: orchestrator.clone(),
     });
     let (stop, stopped) = watch::channel(false);
     let server = tokio::spawn(hafen_api::serve(
@@ -99,6 +116,7 @@ pub async fn run(
             liveness.clone(),
             stopped.clone(),
         )),
+        tokio::spawn(resources_loop(replica.clone(), orchestrator, stopped.clone())),
         tokio::spawn(heartbeat::heartbeat_loop(
             replica.clone(),
             peer,
@@ -120,6 +138,26 @@ pub async fn run(
     replica.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The leader's resource reconciliation: after every change and at least every second.
+async fn resources_loop(
+    replica: Replica,
+    orchestrator: Arc<hafen_agent::Orchestrator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut applied = replica.subscribe_applied();
+    loop {
+        tokio::select! {
+            _ = orchestrator.reconcile_once() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
 }
 
 /// Makes this node the single voter of a new cluster and commits the bootstrap command.

@@ -46,6 +46,8 @@ pub enum Command {
     },
     /// Removes a node from the cluster.
     RemoveNode { name: String },
+    /// A resource's runtime state changed (committed by the leader from an agent's report).
+    Transition { transition: crate::resource::Transition },
     /// A no-op with no effect but an event, used by tests and benchmarks as a cheap write.
     Noop,
 }
@@ -60,6 +62,7 @@ impl Command {
             Command::IssueJoinToken { .. } => "issue-join-token",
             Command::Join { .. } => "join",
             Command::RemoveNode { .. } => "remove-node",
+            Command::Transition { .. } => "transition",
             Command::Noop => "noop",
         }
     }
@@ -80,10 +83,19 @@ pub struct NewNode {
 pub enum Outcome {
     Done,
     /// The configuration moved to this epoch.
-    Epoch { epoch: u64, diff: Vec<DiffLine> },
+    Epoch {
+        epoch: u64,
+        diff: Vec<DiffLine>,
+    },
     /// A node was admitted with this Raft id.
-    Admitted { node: NodeSummary },
-    Removed { node: NodeSummary },
+    Admitted {
+        node: NodeSummary,
+    },
+    Removed {
+        node: NodeSummary,
+    },
+    /// A resource's runtime state changed; its generation is now this.
+    Transitioned { generation: u64 },
 }
 
 /// Why a command was refused; the state is unchanged.

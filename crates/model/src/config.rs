@@ -4,6 +4,7 @@
 //! configuration back must never evict a host or revive a used join token.
 
 use crate::property::{self, PropertyError, PropertyValue};
+use crate::resource::{PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -12,6 +13,25 @@ use std::collections::BTreeMap;
 pub struct ClusterConfig {
     /// Properties set explicitly; a missing key means its default.
     pub properties: BTreeMap<String, PropertyValue>,
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateConfig>,
+    #[serde(default)]
+    pub resources: BTreeMap<String, ResourceConfig>,
+}
+
+/// Why a configuration change is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Property(#[from] PropertyError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// One validated change of the configuration.
@@ -20,6 +40,11 @@ pub struct ClusterConfig {
 pub enum ConfigChange {
     SetProperty { key: String, value: String },
     UnsetProperty { key: String },
+    DefinePool { pool: PoolConfig },
+    DefineTemplate { template: TemplateConfig },
+    AddResource { resource: ResourceConfig },
+    RemoveResource { name: String },
+    SetTargetRole { name: String, role: TargetRole },
 }
 
 impl ConfigChange {
@@ -28,6 +53,15 @@ impl ConfigChange {
         match self {
             ConfigChange::SetProperty { key, value } => format!("set {key}={value}"),
             ConfigChange::UnsetProperty { key } => format!("unset {key}"),
+            ConfigChange::DefinePool { pool } => format!("define pool {}", pool.name),
+            ConfigChange::DefineTemplate { template } => format!("define template {}", template.name),
+            ConfigChange::AddResource { resource } => {
+                format!("add {} {}", resource.kind.name(), resource.name)
+            }
+            ConfigChange::RemoveResource { name } => format!("remove resource {name}"),
+            ConfigChange::SetTargetRole { name, role } => {
+                format!("set target-role of {name} to {role:?}")
+            }
         }
     }
 }
@@ -52,7 +86,7 @@ impl ClusterConfig {
     }
 
     /// The configuration with `change` applied, or the reason it is refused.
-    pub fn with_change(&self, change: &ConfigChange) -> Result<ClusterConfig, PropertyError> {
+    pub fn with_change(&self, change: &ConfigChange) -> Result<ClusterConfig, ConfigError> {
         let mut next = self.clone();
         match change {
             ConfigChange::SetProperty { key, value } => {
@@ -63,8 +97,60 @@ impl ClusterConfig {
                 property::lookup(key)?;
                 next.properties.remove(key);
             }
+            ConfigChange::DefinePool { pool } => {
+                crate::validate::pool(pool)?;
+                next.pools.insert(pool.name.clone(), pool.clone());
+            }
+            ConfigChange::DefineTemplate { template } => {
+                crate::validate::template(self, template)?;
+                next.templates.insert(template.name.clone(), template.clone());
+            }
+            ConfigChange::AddResource { resource } => {
+                if self.resources.contains_key(&resource.name) {
+                    return Err(ConfigError::Conflict(format!(
+                        "a resource named {} exists already",
+                        resource.name
+                    )));
+                }
+                crate::validate::resource(self, resource)?;
+                next.resources.insert(resource.name.clone(), resource.clone());
+            }
+            ConfigChange::RemoveResource { name } => {
+                if next.resources.remove(name).is_none() {
+                    return Err(ConfigError::NotFound(format!("no resource named {name}")));
+                }
+            }
+            ConfigChange::SetTargetRole { name, role } => {
+                let Some(resource) = next.resources.get_mut(name) else {
+                    return Err(ConfigError::NotFound(format!("no resource named {name}")));
+                };
+                resource.target_role = *role;
+            }
         }
         Ok(next)
+    }
+
+    /// Whether a volume of `pool` is used by any VM's disks.
+    pub fn volume_in_use(&self, pool: &str, volume: &str) -> Option<&str> {
+        self.resources.values().find_map(|resource| match &resource.kind {
+            ResourceKind::Vm(vm) => vm
+                .disks
+                .iter()
+                .any(|disk| disk.pool == pool && disk.volume == volume)
+                .then_some(resource.name.as_str()),
+        })
+    }
+
+    /// Files a VM boots from, for existence checks outside the pure core.
+    pub fn boot_files(boot: &VmBoot) -> Vec<&str> {
+        match boot {
+            VmBoot::Disk => Vec::new(),
+            VmBoot::Kernel { kernel, initrd, .. } => {
+                let mut files = vec![kernel.as_str()];
+                files.extend(initrd.as_deref());
+                files
+            }
+        }
     }
 
     /// Flattens the configuration to `path -> value` lines, the unit of `config diff`.

@@ -9,10 +9,12 @@ pub mod config;
 pub mod membership;
 pub mod names;
 pub mod property;
+pub mod resource;
 pub mod state;
+pub mod validate;
 
 pub use command::{ApplyResult, Command, Envelope, Outcome, Rejection};
-pub use config::{ClusterConfig, ConfigChange};
+pub use config::{ClusterConfig, ConfigChange, ConfigError};
 pub use names::NodeName;
-pub use property::{PropertyValue, PROPERTIES};
+pub use property::{PROPERTIES, PropertyValue};
 pub use state::{ClusterIdentity, ClusterState, EventRecord, NodeRecord, NodeRole};

@@ -27,7 +27,10 @@ impl fmt::Display for PropertyValue {
 pub enum PropertyKind {
     Bool,
     /// An integer within inclusive bounds.
-    Integer { min: i64, max: i64 },
+    Integer {
+        min: i64,
+        max: i64,
+    },
     /// An integer from a fixed set.
     OneOfInteger(&'static [i64]),
     /// A string from a fixed set.
@@ -112,7 +115,10 @@ pub const PROPERTIES: &[PropertyDef] = &[
     },
     PropertyDef {
         key: "config-history-limit",
-        kind: PropertyKind::Integer { min: 10, max: 10_000 },
+        kind: PropertyKind::Integer {
+            min: 10,
+            max: 10_000,
+        },
         default: "2000",
         description: "configuration versions kept for history, diff and rollback",
     },
@@ -183,7 +189,7 @@ pub fn parse(key: &str, value: &str) -> Result<PropertyValue, PropertyError> {
         PropertyKind::Text => {
             if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {
                 return Err(bad(
-                    "must be 1-200 characters without control characters".to_string(),
+                    "must be 1-200 characters without control characters".to_string()
                 ));
             }
             Ok(PropertyValue::Text(value.to_string()))
@@ -220,9 +226,15 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_refused_naming_the_key() {
         let error = parse("stonith-enable", "true").unwrap_err().to_string();
-        assert!(error.contains("unknown property \"stonith-enable\""), "{error}");
+        assert!(
+            error.contains("unknown property \"stonith-enable\""),
+            "{error}"
+        );
         let error = parse("voter-count", "4").unwrap_err().to_string();
-        assert!(error.contains("voter-count") && error.contains("3, 5"), "{error}");
+        assert!(
+            error.contains("voter-count") && error.contains("3, 5"),
+            "{error}"
+        );
         let error = parse("stonith-enabled", "maybe").unwrap_err().to_string();
         assert!(error.contains("stonith-enabled"), "{error}");
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The replicated cluster state and the pure function that applies a command to it.
 
 use crate::command::{ApplyResult, Command, Envelope, NewNode, Outcome, Rejection};
-use crate::config::{self, ClusterConfig};
+use crate::config::{self, ClusterConfig, ConfigChange, ConfigError};
+use crate::resource::{Phase, ResourceState, Transition};
 use crate::names::NodeName;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +29,9 @@ impl std::str::FromStr for NodeRole {
         match text {
             "member" => Ok(NodeRole::Member),
             "witness" => Ok(NodeRole::Witness),
-            other => Err(format!("unknown role {other:?} (expected member or witness)")),
+            other => Err(format!(
+                "unknown role {other:?} (expected member or witness)"
+            )),
         }
     }
 }
@@ -122,6 +125,9 @@ pub struct ClusterState {
     pub api_tokens: Vec<ApiToken>,
     pub events: VecDeque<EventRecord>,
     pub next_event_id: u64,
+    /// Committed runtime state of each configured resource.
+    #[serde(default)]
+    pub runtime: BTreeMap<String, ResourceState>,
     /// Results of recently applied requests, for idempotent retries.
     pub recent_requests: BTreeMap<String, ApplyResult>,
     pub recent_order: VecDeque<String>,
@@ -187,12 +193,23 @@ impl ClusterState {
                 Ok(Outcome::Admitted { node: summary })
             }
             Command::Configure { change } => {
-                let next = self
-                    .config
-                    .with_change(change)
-                    .map_err(|error| Rejection::Invalid(error.to_string()))?;
+                if let ConfigChange::RemoveResource { name } = change
+                    && let Some(runtime) = self.runtime.get(name)
+                    && runtime.phase != Phase::Stopped
+                {
+                    return Err(Rejection::Conflict(format!(
+                        "resource {name} is {} on {}; stop it first",
+                        runtime.phase.name(),
+                        runtime.host.as_deref().unwrap_or("no host")
+                    )));
+                }
+                let next = self.config.with_change(change).map_err(rejection)?;
+                if let ConfigChange::RemoveResource { name } = change {
+                    self.runtime.remove(name);
+                }
                 Ok(self.commit_config(next, change.summary(), envelope))
             }
+            Command::Transition { transition } => self.transition(transition, now_ms),
             Command::Rollback { epoch } => {
                 let Some(version) = self.history.iter().find(|version| version.epoch == *epoch)
                 else {
@@ -271,6 +288,48 @@ impl ClusterState {
         }
     }
 
+    /// Applies a runtime transition the leader reports, refusing stale generations.
+    fn transition(&mut self, transition: &Transition, now_ms: u64) -> ApplyResult {
+        let name = &transition.resource;
+        if !self.config.resources.contains_key(name) {
+            return Err(Rejection::NotFound(format!("no resource named {name}")));
+        }
+        if let Some(host) = &transition.host
+            && !self.nodes.keys().any(|node| node.as_str() == host)
+        {
+            return Err(Rejection::NotFound(format!("no node named {host}")));
+        }
+        let current = self.runtime.get(name).cloned().unwrap_or_default();
+        if transition.generation != current.generation {
+            return Err(Rejection::Conflict(format!(
+                "stale transition for {name}: generation {} is not the current {}",
+                transition.generation, current.generation
+            )));
+        }
+        let mut next = current.clone();
+        if transition.new_assignment {
+            next.generation += 1;
+        }
+        next.phase = transition.phase.clone();
+        next.host = transition.host.clone();
+        next.last_error = transition.error.clone();
+        if transition.phase == Phase::Failed
+            && let Some(host) = &transition.host
+        {
+            *next.fail_counts.entry(host.clone()).or_insert(0) += 1;
+        }
+        let message = match (&transition.error, &next.host) {
+            (Some(error), Some(host)) => format!("{name} {} on {host}: {error}", next.phase.name()),
+            (Some(error), None) => format!("{name} {}: {error}", next.phase.name()),
+            (None, Some(host)) => format!("{name} {} on {host}", next.phase.name()),
+            (None, None) => format!("{name} {}", next.phase.name()),
+        };
+        let generation = next.generation;
+        self.runtime.insert(name.clone(), next);
+        self.event(now_ms, "resource", message);
+        Ok(Outcome::Transitioned { generation })
+    }
+
     fn check_join_token(
         &self,
         token_id: &str,
@@ -336,7 +395,12 @@ impl ClusterState {
         self.nodes.insert(record.name.clone(), record);
     }
 
-    fn commit_config(&mut self, next: ClusterConfig, summary: String, envelope: &Envelope) -> Outcome {
+    fn commit_config(
+        &mut self,
+        next: ClusterConfig,
+        summary: String,
+        envelope: &Envelope,
+    ) -> Outcome {
         let diff = config::diff(&self.config, &next);
         self.epoch += 1;
         self.config = next;
@@ -418,6 +482,15 @@ impl ClusterState {
 
     pub fn node_by_id(&self, node_id: u64) -> Option<&NodeRecord> {
         self.nodes.values().find(|node| node.node_id == node_id)
+    }
+}
+
+fn rejection(error: ConfigError) -> Rejection {
+    match error {
+        ConfigError::Property(error) => Rejection::Invalid(error.to_string()),
+        ConfigError::Invalid(message) => Rejection::Invalid(message),
+        ConfigError::NotFound(message) => Rejection::NotFound(message),
+        ConfigError::Conflict(message) => Rejection::Conflict(message),
     }
 }
 

@@ -2,14 +2,16 @@
 
 use crate::peer::{PeerClient, PeerError};
 use hafen_store::{PeerNode, RaftRpc, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Creates one connection per target node.
 #[derive(Debug, Clone)]
@@ -55,7 +57,8 @@ impl Connection {
         Response: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let body = serde_json::to_vec(request).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        let body = serde_json::to_vec(request)
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let path = format!("/internal/raft/{}", rpc.path_segment());
         let reply = self
             .client
@@ -65,9 +68,15 @@ impl Connection {
                 PeerError::Status { .. } => RPCError::Network(NetworkError::new(&error)),
                 _ => RPCError::Unreachable(Unreachable::new(&error)),
             })?;
-        let decoded: Result<Response, RaftError<u64, E>> =
-            serde_json::from_slice(&reply).map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
-        decoded.map_err(|error| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), error)))
+        let decoded: Result<Response, RaftError<u64, E>> = serde_json::from_slice(&reply)
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
+        decoded.map_err(|error| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                error,
+            ))
+        })
     }
 }
 
@@ -84,7 +93,10 @@ impl RaftNetwork<TypeConfig> for Connection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, PeerNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, PeerNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         self.call(RaftRpc::InstallSnapshot, &rpc, &option).await
     }
 

@@ -46,7 +46,10 @@ pub fn generate_ca(cluster_name: &str) -> Result<CaMaterial, TlsError> {
     let key = KeyPair::generate().map_err(generate_error)?;
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate_error)?;
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, format!("hafen cluster CA {cluster_name}"));
+    name.push(
+        DnType::CommonName,
+        format!("hafen cluster CA {cluster_name}"),
+    );
     name.push(DnType::OrganizationName, "hafen");
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -106,7 +109,9 @@ pub fn sign_node_request(
     request.params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     request.params.not_after = rcgen::date_time_ymd(2045, 1, 1);
     let (issuer, issuer_key) = load_issuer(ca)?;
-    let cert = request.signed_by(&issuer, &issuer_key).map_err(generate_error)?;
+    let cert = request
+        .signed_by(&issuer, &issuer_key)
+        .map_err(generate_error)?;
     Ok(cert.pem())
 }
 
@@ -122,10 +127,11 @@ fn load_issuer(ca: &CaMaterial) -> Result<(rcgen::Certificate, KeyPair), TlsErro
         what: "the CA key".to_string(),
         detail: error.to_string(),
     })?;
-    let params = CertificateParams::from_ca_cert_pem(&ca.cert_pem).map_err(|error| TlsError::Pem {
-        what: "the CA certificate".to_string(),
-        detail: error.to_string(),
-    })?;
+    let params =
+        CertificateParams::from_ca_cert_pem(&ca.cert_pem).map_err(|error| TlsError::Pem {
+            what: "the CA certificate".to_string(),
+            detail: error.to_string(),
+        })?;
     // Re-signing the same subject with the same key yields an issuer that verifies identically.
     let cert = params.self_signed(&key).map_err(generate_error)?;
     Ok((cert, key))
@@ -323,7 +329,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -332,7 +343,12 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// Which ring a crate is in; dependencies may only point to the same or an inner ring.
@@ -61,7 +64,11 @@ fn manifests() -> Vec<Manifest> {
                 .and_then(|table| table.as_table())
                 .map(|table| table.keys().cloned().collect())
                 .unwrap_or_default();
-            Manifest { package, dir, dependencies }
+            Manifest {
+                package,
+                dir,
+                dependencies,
+            }
         })
         .collect()
 }
@@ -72,29 +79,51 @@ fn crate_dependencies_point_inward_and_avoid_forbidden_edges() {
     for manifest in manifests() {
         for dependency in &manifest.dependencies {
             if dependency.starts_with("hafen-") && ring(dependency) > ring(&manifest.package) {
-                problems.push(format!("{} (ring {}) depends on outer {dependency}", manifest.package, ring(&manifest.package)));
+                problems.push(format!(
+                    "{} (ring {}) depends on outer {dependency}",
+                    manifest.package,
+                    ring(&manifest.package)
+                ));
             }
             if FORBIDDEN.contains(&(manifest.package.as_str(), dependency.as_str())) {
-                problems.push(format!("forbidden edge {} -> {dependency}", manifest.package));
+                problems.push(format!(
+                    "forbidden edge {} -> {dependency}",
+                    manifest.package
+                ));
             }
-            if PURE.contains(&manifest.package.as_str()) && !dependency.starts_with("hafen-") && !PURE_ALLOWED.contains(&dependency.as_str()) {
-                problems.push(format!("pure crate {} depends on {dependency}", manifest.package));
+            if PURE.contains(&manifest.package.as_str())
+                && !dependency.starts_with("hafen-")
+                && !PURE_ALLOWED.contains(&dependency.as_str())
+            {
+                problems.push(format!(
+                    "pure crate {} depends on {dependency}",
+                    manifest.package
+                ));
             }
             for (system, owners) in OWNERS {
                 if dependency == system && !owners.contains(&manifest.package.as_str()) {
-                    problems.push(format!("{} uses {system}, which belongs to {owners:?}", manifest.package));
+                    problems.push(format!(
+                        "{} uses {system}, which belongs to {owners:?}",
+                        manifest.package
+                    ));
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "architecture violations:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "architecture violations:\n{}",
+        problems.join("\n")
+    );
 }
 
 fn rust_files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_dir() {
@@ -124,11 +153,22 @@ fn code_of(text: &str) -> String {
 #[test]
 fn the_pure_core_does_no_io_and_reads_no_clock() {
     const FORBIDDEN_WORDS: &[&str] = &[
-        "tokio", "std::fs", "std::net", "std::process", "Instant::now", "SystemTime::now", "thread_rng",
-        "rand::", "std::thread", "std::env",
+        "tokio",
+        "std::fs",
+        "std::net",
+        "std::process",
+        "Instant::now",
+        "SystemTime::now",
+        "thread_rng",
+        "rand::",
+        "std::thread",
+        "std::env",
     ];
     let mut problems = Vec::new();
-    for manifest in manifests().iter().filter(|manifest| PURE.contains(&manifest.package.as_str())) {
+    for manifest in manifests()
+        .iter()
+        .filter(|manifest| PURE.contains(&manifest.package.as_str()))
+    {
         for file in rust_files(&manifest.dir.join("src")) {
             let code = code_of(&std::fs::read_to_string(&file).unwrap());
             for word in FORBIDDEN_WORDS {
@@ -144,22 +184,39 @@ fn the_pure_core_does_no_io_and_reads_no_clock() {
             }
         }
     }
-    assert!(problems.is_empty(), "pure-core violations:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "pure-core violations:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn each_outside_system_is_known_to_one_crate() {
     // A marker of each protocol and the crate that owns it.
-    let owners: BTreeMap<&str, &str> = [("qmp_capabilities", "driver-qemu"), ("OCF_RESKEY_", "driver-ocf")].into_iter().collect();
+    let owners: BTreeMap<&str, &str> = [
+        ("qmp_capabilities", "driver-qemu"),
+        ("OCF_RESKEY_", "driver-ocf"),
+    ]
+    .into_iter()
+    .collect();
     let root = workspace_root();
     let mut problems = Vec::new();
     for manifest in manifests() {
-        let crate_dir = manifest.dir.file_name().unwrap().to_string_lossy().to_string();
+        let crate_dir = manifest
+            .dir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         for file in rust_files(&manifest.dir.join("src")) {
             let code = code_of(&std::fs::read_to_string(&file).unwrap());
             for (marker, owner) in &owners {
                 if code.contains(marker) && crate_dir != *owner && crate_dir != "driver-api" {
-                    problems.push(format!("{} speaks {marker}, which only {owner} may", file.strip_prefix(&root).unwrap().display()));
+                    problems.push(format!(
+                        "{} speaks {marker}, which only {owner} may",
+                        file.strip_prefix(&root).unwrap().display()
+                    ));
                 }
             }
         }
@@ -179,5 +236,9 @@ fn every_rust_file_starts_with_a_doc_line() {
             }
         }
     }
-    assert!(missing.is_empty(), "files without a leading //! line:\n{}", missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line:\n{}",
+        missing.join("\n")
+    );
 }

@@ -84,8 +84,12 @@ fn a_retried_request_is_applied_once() {
 #[test]
 fn rollback_restores_an_old_configuration_as_a_new_epoch() {
     let mut state = bootstrapped();
-    state.apply(&envelope("a", 2, set("migration-limit", "3"))).unwrap();
-    state.apply(&envelope("b", 3, set("migration-limit", "4"))).unwrap();
+    state
+        .apply(&envelope("a", 2, set("migration-limit", "3")))
+        .unwrap();
+    state
+        .apply(&envelope("b", 3, set("migration-limit", "4")))
+        .unwrap();
     let outcome = state
         .apply(&envelope("c", 4, Command::Rollback { epoch: 2 }))
         .unwrap();
@@ -117,14 +121,22 @@ fn join_tokens_are_one_time_expiring_and_checked_before_anything_changes() {
         node: new_node(name, port),
     };
     let before = state.nodes.clone();
-    let wrong = state.apply(&envelope("j1", 20, join("x", "beta", 7002))).unwrap_err();
+    let wrong = state
+        .apply(&envelope("j1", 20, join("x", "beta", 7002)))
+        .unwrap_err();
     assert!(wrong.to_string().contains("wrong"), "{wrong}");
-    let taken = state.apply(&envelope("j2", 20, join("s", "alpha", 7002))).unwrap_err();
+    let taken = state
+        .apply(&envelope("j2", 20, join("s", "alpha", 7002)))
+        .unwrap_err();
     assert!(taken.to_string().contains("alpha"), "{taken}");
     assert_eq!(state.nodes, before);
-    let admitted = state.apply(&envelope("j3", 20, join("s", "beta", 7002))).unwrap();
+    let admitted = state
+        .apply(&envelope("j3", 20, join("s", "beta", 7002)))
+        .unwrap();
     assert!(matches!(admitted, Outcome::Admitted { node } if node.node_id == 2));
-    let reused = state.apply(&envelope("j4", 30, join("s", "gamma", 7003))).unwrap_err();
+    let reused = state
+        .apply(&envelope("j4", 30, join("s", "gamma", 7003)))
+        .unwrap_err();
     assert!(reused.to_string().contains("already used"), "{reused}");
     state
         .apply(&envelope(
@@ -170,7 +182,13 @@ fn node_ids_are_never_reused_after_removal() {
             .unwrap();
         if index == 1 {
             state
-                .apply(&envelope("rm", 2, Command::RemoveNode { name: "beta".into() }))
+                .apply(&envelope(
+                    "rm",
+                    2,
+                    Command::RemoveNode {
+                        name: "beta".into(),
+                    },
+                ))
                 .unwrap();
         }
         state
@@ -185,7 +203,11 @@ fn node_ids_are_never_reused_after_removal() {
             ))
             .unwrap();
     }
-    let gamma = state.nodes.values().find(|n| n.name.as_str() == "gamma").unwrap();
+    let gamma = state
+        .nodes
+        .values()
+        .find(|n| n.name.as_str() == "gamma")
+        .unwrap();
     assert_eq!(gamma.node_id, 3);
 }
 

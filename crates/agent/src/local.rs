@@ -1,0 +1,307 @@
+//! The local agent: model VM configurations in, hypervisor operations out.
+
+use crate::protocol::{AgentAnswer, AgentRequest, Pools};
+use hafen_driver_api::hypervisor::{
+    BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration, StopRequest,
+    VmSpec, VmState,
+};
+use hafen_driver_api::storage::{CreateVolume, StoragePool, VolumeFormat};
+use hafen_driver_qemu::{DirPool, QemuConfig, QemuDriver};
+use hafen_model::resource::{VmBoot, VmConfig};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Why the agent could not act.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Driver(String),
+    #[error("refusing {name}: assignment generation {requested} is older than {seen}, already seen here")]
+    StaleGeneration { name: String, requested: u64, seen: u64 },
+    #[error("unknown pool {0:?}")]
+    UnknownPool(String),
+}
+
+/// The driver with the pool set it was made for.
+struct Loaded {
+    pools: BTreeMap<String, String>,
+    driver: Arc<QemuDriver>,
+}
+
+/// One node's agent.
+pub struct Agent {
+    node: String,
+    run_dir: PathBuf,
+    /// The address migration streams arrive on (this node's advertised IP).
+    migration_ip: IpAddr,
+    loaded: Mutex<Option<Loaded>>,
+    /// The newest assignment generation seen per VM (second line of defense against stale starts).
+    generations: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Agent({})", self.node)
+    }
+}
+
+/// The driver spec of a configured VM.
+pub fn vm_spec(name: &str, vm: &VmConfig) -> VmSpec {
+    VmSpec {
+        name: name.to_string(),
+        uuid: vm.uuid.clone(),
+        vcpus: vm.vcpus,
+        memory_mib: vm.memory_mib,
+        machine: vm.machine.clone(),
+        cpu_model: vm.cpu_model.clone(),
+        disks: vm
+            .disks
+            .iter()
+            .map(|disk| DiskSpec {
+                pool: disk.pool.clone(),
+                volume: disk.volume.clone(),
+                format: if disk.format == "raw" { VolumeFormat::Raw } else { VolumeFormat::Qcow2 },
+                bus: DiskBus::Virtio,
+                // Shared directories may live on tmpfs in tests; writeback works everywhere
+                // and QEMU flushes on migration hand-over.
+                cache: DiskCache::Writeback,
+            })
+            .collect(),
+        nics: vm
+            .nics
+            .iter()
+            .map(|nic| NicSpec {
+                mac: nic.mac.clone(),
+                backend: NicBackend::Tap { bridge: nic.bridge.clone() },
+            })
+            .collect(),
+        boot: match &vm.boot {
+            VmBoot::Disk => BootSpec::Disk,
+            VmBoot::Kernel { kernel, initrd, cmdline } => BootSpec::Kernel {
+                kernel: PathBuf::from(kernel),
+                initrd: initrd.as_ref().map(PathBuf::from),
+                cmdline: cmdline.clone(),
+            },
+        },
+        vnc: None,
+    }
+}
+
+fn state_name(state: VmState) -> &'static str {
+    match state {
+        VmState::Stopped => "stopped",
+        VmState::Running => "running",
+        VmState::Paused => "paused",
+        VmState::Incoming => "incoming",
+        VmState::MigratedAway => "migrated_away",
+        VmState::ShuttingDown => "shutting_down",
+        VmState::Crashed => "crashed",
+    }
+}
+
+fn failed(error: impl std::fmt::Display) -> AgentAnswer {
+    AgentAnswer::Failed { error: error.to_string() }
+}
+
+impl Agent {
+    pub fn new(node: &str, run_dir: &Path, migration_ip: IpAddr) -> Self {
+        Self {
+            node: node.to_string(),
+            run_dir: run_dir.to_path_buf(),
+            migration_ip,
+            loaded: Mutex::new(None),
+            generations: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The driver for `pools`, made on first use and remade when the pool set changes.
+    async fn driver(&self, pools: &Pools) -> Result<Arc<QemuDriver>, AgentError> {
+        let wanted: BTreeMap<String, String> =
+            pools.values().map(|pool| (pool.name.clone(), pool.path.clone())).collect();
+        let mut loaded = self.loaded.lock().await;
+        if let Some(current) = loaded.as_ref()
+            && current.pools == wanted
+        {
+            return Ok(current.driver.clone());
+        }
+        // Only one QMP client per VM: the old driver goes before the new one adopts.
+        *loaded = None;
+        let mut dir_pools = Vec::new();
+        for (name, path) in &wanted {
+            std::fs::create_dir_all(path).map_err(|error| AgentError::Driver(format!("pool {name} at {path}: {error}")))?;
+            dir_pools.push(
+                DirPool::new(name, Path::new(path), Path::new("qemu-img"))
+                    .map_err(|error| AgentError::Driver(error.to_string()))?,
+            );
+        }
+        let driver = Arc::new(
+            QemuDriver::new(QemuConfig::new(self.run_dir.clone()), dir_pools)
+                .await
+                .map_err(|error| AgentError::Driver(error.to_string()))?,
+        );
+        *loaded = Some(Loaded { pools: wanted, driver: driver.clone() });
+        Ok(driver)
+    }
+
+    fn check_generation(&self, name: &str, generation: u64) -> Result<(), AgentError> {
+        let mut generations = self.generations.lock().expect("generation lock poisoned");
+        let seen = generations.entry(name.to_string()).or_insert(0);
+        if generation < *seen {
+            return Err(AgentError::StaleGeneration {
+                name: name.to_string(),
+                requested: generation,
+                seen: *seen,
+            });
+        }
+        *seen = generation;
+        Ok(())
+    }
+
+    /// Makes the driver now (probing KVM once), so the first VM operation pays no probe.
+    pub async fn warm_up(&self) {
+        if let Err(error) = self.driver(&Pools::new()).await {
+            tracing::warn!(%error, "the hypervisor driver is not usable here");
+        }
+    }
+
+    /// Adopts every VM left running by an earlier daemon on this node, so it is managed again.
+    pub async fn adopt_all(&self, pools: &Pools) -> Result<Vec<String>, AgentError> {
+        let driver = self.driver(pools).await?;
+        let names = driver.list().await.map_err(|error| AgentError::Driver(error.to_string()))?;
+        for name in &names {
+            if let Err(error) = driver.adopt(name).await {
+                tracing::warn!(vm = %name, %error, "adoption failed");
+            }
+        }
+        Ok(names)
+    }
+
+    /// Kills every VM of this node at once (self-fencing); needs no adoption.
+    pub async fn kill_all(&self, pools: &Pools) -> Vec<String> {
+        let Ok(driver) = self.driver(pools).await else { return Vec::new() };
+        let names = driver.list().await.unwrap_or_default();
+        for name in &names {
+            let _ = driver.kill(name).await;
+        }
+        names
+    }
+
+    /// Performs one request; failures come back as [`AgentAnswer::Failed`] naming the cause.
+    pub async fn handle(&self, request: AgentRequest) -> AgentAnswer {
+        match self.perform(request).await {
+            Ok(answer) => answer,
+            Err(error) => failed(error),
+        }
+    }
+
+    async fn perform(&self, request: AgentRequest) -> Result<AgentAnswer, AgentError> {
+        let driver_error = |error: &dyn std::fmt::Display| AgentError::Driver(error.to_string());
+        Ok(match request {
+            AgentRequest::Start { name, generation, vm, pools } => {
+                self.check_generation(&name, generation)?;
+                let driver = self.driver(&pools).await?;
+                let status = driver.start(&vm_spec(&name, &vm)).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Vm { state: state_name(status.state).to_string(), pid: status.pid }
+            }
+            AgentRequest::Stop { name, timeout_ms, pools } => {
+                let driver = self.driver(&pools).await?;
+                // Adopt first: a VM started by an earlier daemon is stopped gracefully too.
+                let _ = driver.adopt(&name).await;
+                driver.stop(&name, StopRequest { timeout_ms }).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+            AgentRequest::Kill { name, pools } => {
+                self.driver(&pools).await?.kill(&name).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+            AgentRequest::Status { name, pools } => {
+                let driver = self.driver(&pools).await?;
+                let _ = driver.adopt(&name).await;
+                let status = driver.status(&name).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Vm { state: state_name(status.state).to_string(), pid: status.pid }
+            }
+            AgentRequest::PrepareIncoming { name, generation, vm, pools } => {
+                self.check_generation(&name, generation)?;
+                let driver = self.driver(&pools).await?;
+                let incoming = driver
+                    .prepare_incoming(&vm_spec(&name, &vm), SocketAddr::new(self.migration_ip, 0))
+                    .await
+                    .map_err(|e| driver_error(&e))?;
+                AgentAnswer::Incoming { address: incoming.address }
+            }
+            AgentRequest::AwaitIncoming { name, timeout_ms, pools } => {
+                self.driver(&pools).await?.await_incoming(&name, timeout_ms).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+            AgentRequest::MigrateOutgoing {
+                name,
+                target,
+                max_bandwidth_bytes_per_second,
+                downtime_limit_ms,
+                timeout_ms,
+                pools,
+            } => {
+                let driver = self.driver(&pools).await?;
+                let _ = driver.adopt(&name).await;
+                driver
+                    .migrate_outgoing(
+                        &name,
+                        OutgoingMigration { target, max_bandwidth_bytes_per_second, downtime_limit_ms, timeout_ms },
+                    )
+                    .await
+                    .map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+            AgentRequest::CompleteOutgoing { name, pools } => {
+                let report = self.driver(&pools).await?.complete_outgoing(&name).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Migrated {
+                    total_time_ms: report.total_time_ms,
+                    downtime_ms: report.downtime_ms,
+                    transferred_bytes: report.transferred_bytes,
+                }
+            }
+            AgentRequest::AbortOutgoing { name, pools } => {
+                self.driver(&pools).await?.abort_outgoing(&name).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+            AgentRequest::CreateVolume { pool, volume, size_mib, base, pools } => {
+                let pool = self.pool(&pools, &pool)?;
+                match base {
+                    Some(base) => {
+                        pool.clone_linked(&base, &volume).await.map_err(|e| driver_error(&e))?;
+                        let bytes = size_mib * 1024 * 1024;
+                        let info = pool.list().await.map_err(|e| driver_error(&e))?;
+                        let current = info.iter().find(|v| v.name == volume).map(|v| v.size_bytes).unwrap_or(0);
+                        if bytes > current {
+                            pool.resize(&volume, bytes).await.map_err(|e| driver_error(&e))?;
+                        }
+                    }
+                    None => {
+                        pool.create(CreateVolume {
+                            name: &volume,
+                            format: VolumeFormat::Qcow2,
+                            size_bytes: size_mib * 1024 * 1024,
+                        })
+                        .await
+                        .map_err(|e| driver_error(&e))?;
+                    }
+                }
+                AgentAnswer::Done
+            }
+            AgentRequest::DeleteVolume { pool, volume, pools } => {
+                self.pool(&pools, &pool)?.delete(&volume).await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Done
+            }
+        })
+    }
+
+    fn pool(&self, pools: &Pools, name: &str) -> Result<DirPool, AgentError> {
+        let config = pools.get(name).ok_or_else(|| AgentError::UnknownPool(name.to_string()))?;
+        std::fs::create_dir_all(&config.path)
+            .map_err(|error| AgentError::Driver(format!("pool {name} at {}: {error}", config.path)))?;
+        DirPool::new(name, Path::new(&config.path), Path::new("qemu-img")).map_err(|error| AgentError::Driver(error.to_string()))
+    }
+}

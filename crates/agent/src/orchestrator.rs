@@ -1,0 +1,574 @@
+//! The leader's resource orchestrator: commits each lifecycle step and has the right agent perform it.
+//!
+//! Every step is committed before and after the agent acts, with the assignment's
+//! generation, so a new leader can tell what was in flight and an agent can refuse a
+//! stale order. One operation per resource at a time.
+
+use crate::liveness::Liveness;
+use crate::local::Agent;
+use crate::protocol::{AgentAnswer, AgentRequest, Pools};
+use hafen_model::resource::{Phase, ResourceKind, ResourceState, TargetRole, Transition, VmConfig};
+use hafen_model::{ClusterState, Command, Envelope, NodeRole, Rejection};
+use hafen_rpc::PeerClient;
+use hafen_store::Replica;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why an orchestrated operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// Not the leader any more, or the log refused: the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The agent reported a failure; the resource's state says where it is now.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<Rejection> for OrchestratorError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::NotFound(message) => OrchestratorError::NotFound(message),
+            Rejection::Conflict(message) => OrchestratorError::Conflict(message),
+            Rejection::Invalid(message) | Rejection::Unauthorized(message) => OrchestratorError::Invalid(message),
+        }
+    }
+}
+
+/// What a live migration measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationFigures {
+    pub from: String,
+    pub to: String,
+    /// QEMU's own total migration time, as the source measured it.
+    pub qemu_total_time_ms: u64,
+    pub downtime_ms: u64,
+    pub transferred_bytes: u64,
+    /// From the request to the committed new assignment.
+    pub orchestration_total_ms: u64,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+const STOP_TIMEOUT_MS: u64 = 30_000;
+const MIGRATION_TIMEOUT_MS: u64 = 120_000;
+const AGENT_CALL_MARGIN: Duration = Duration::from_secs(15);
+/// A failed resource is retried no sooner than this.
+const RETRY_BACKOFF: Duration = Duration::from_secs(5);
+/// Failures on one host after which the resource is started elsewhere.
+const FAILURES_BEFORE_RELOCATION: u32 = 3;
+
+/// Runs on every node; acts only while its replica leads.
+pub struct Orchestrator {
+    replica: Replica,
+    peer: PeerClient,
+    local: Arc<Agent>,
+    local_name: String,
+    liveness: Arc<Liveness>,
+    busy: Mutex<BTreeSet<String>>,
+    last_attempt: Mutex<BTreeMap<String, Instant>>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Orchestrator({})", self.local_name)
+    }
+}
+
+/// Releases a resource's operation slot when the operation ends, however it ends.
+struct Slot<'a> {
+    busy: &'a Mutex<BTreeSet<String>>,
+    name: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.busy.lock().expect("busy lock poisoned").remove(&self.name);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn request_id() -> String {
+    format!("orchestrator-{}-{}", now_ms(), std::process::id() ^ rand_suffix())
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(now_ms());
+    hasher.finish() as u32
+}
+
+impl Orchestrator {
+    pub fn new(replica: Replica, peer: PeerClient, local: Arc<Agent>, local_name: String, liveness: Arc<Liveness>) -> Self {
+        Self {
+            replica,
+            peer,
+            local,
+            local_name,
+            liveness,
+            busy: Mutex::new(BTreeSet::new()),
+            last_attempt: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn local_agent(&self) -> &Arc<Agent> {
+        &self.local
+    }
+
+    fn claim(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
+        let mut busy = self.busy.lock().expect("busy lock poisoned");
+        if !busy.insert(name.to_string()) {
+            return Err(OrchestratorError::Conflict(format!("an operation on {name} is in progress")));
+        }
+        Ok(Slot { busy: &self.busy, name: name.to_string() })
+    }
+
+    async fn state(&self) -> Result<ClusterState, OrchestratorError> {
+        self.replica
+            .read(Clone::clone)
+            .await
+            .map_err(|error| OrchestratorError::Unavailable(format!("{error}; retry")))
+    }
+
+    /// Nodes that may run workloads and answer heartbeats now.
+    pub fn online_members(&self, state: &ClusterState) -> BTreeSet<String> {
+        let now = Instant::now();
+        let status = self.replica.status();
+        self.liveness.observe_leadership(status.is_leader, now);
+        state
+            .nodes
+            .values()
+            .filter(|node| node.role == NodeRole::Member)
+            .filter(|node| node.name.as_str() == self.local_name || self.liveness.check(node.node_id, now).0)
+            .map(|node| node.name.to_string())
+            .collect()
+    }
+
+    async fn commit(&self, transition: Transition) -> Result<u64, OrchestratorError> {
+        let envelope = Envelope {
+            request_id: request_id(),
+            now_ms: now_ms(),
+            command: Command::Transition { transition },
+        };
+        match self.replica.write(envelope).await {
+            Ok(Ok(hafen_model::Outcome::Transitioned { generation })) => Ok(generation),
+            Ok(Ok(other)) => Err(OrchestratorError::Unavailable(format!("unexpected outcome {other:?}"))),
+            Ok(Err(rejection)) => Err(rejection.into()),
+            Err(error) => Err(OrchestratorError::Unavailable(format!("{error}; retry"))),
+        }
+    }
+
+    /// Sends a request to `host`'s agent (in-process for this node).
+    pub async fn call(&self, state: &ClusterState, host: &str, request: AgentRequest, timeout: Duration) -> Result<AgentAnswer, OrchestratorError> {
+        if host == self.local_name {
+            return Ok(self.local.handle(request).await);
+        }
+        let node = state
+            .nodes
+            .values()
+            .find(|node| node.name.as_str() == host)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("no node named {host}")))?;
+        let body = serde_json::to_vec(&request).expect("agent requests serialize");
+        let reply = self
+            .peer
+            .post(&node.address, "/internal/agent", body, timeout + AGENT_CALL_MARGIN)
+            .await
+            .map_err(|error| OrchestratorError::Failed(format!("agent on {host}: {error}")))?;
+        serde_json::from_slice(&reply).map_err(|error| OrchestratorError::Failed(format!("agent on {host} answered garbage: {error}")))
+    }
+
+    fn vm_of(state: &ClusterState, name: &str) -> Result<VmConfig, OrchestratorError> {
+        let resource = state
+            .config
+            .resources
+            .get(name)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("no resource named {name}")))?;
+        match &resource.kind {
+            ResourceKind::Vm(vm) => Ok(vm.clone()),
+        }
+    }
+
+    /// Where a resource without a usable host should start: its preferred host, else the
+    /// online member with the fewest assigned resources (ties: lowest name), avoiding hosts
+    /// where it failed repeatedly.
+    fn choose_host(state: &ClusterState, name: &str, online: &BTreeSet<String>, exclude: Option<&str>) -> Option<String> {
+        let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+        let usable = |host: &String| {
+            Some(host.as_str()) != exclude && runtime.fail_counts.get(host).copied().unwrap_or(0) < FAILURES_BEFORE_RELOCATION
+        };
+        if let Some(preferred) = state.config.resources.get(name).and_then(|resource| resource.preferred_host.clone())
+            && online.contains(&preferred)
+            && usable(&preferred)
+        {
+            return Some(preferred);
+        }
+        let mut load: BTreeMap<&String, usize> = online.iter().map(|host| (host, 0)).collect();
+        for (other, state) in &state.runtime {
+            if other != name
+                && let Some(host) = &state.host
+                && let Some(count) = load.get_mut(host)
+            {
+                *count += 1;
+            }
+        }
+        load.into_iter()
+            .filter(|(host, _)| usable(host))
+            .min_by_key(|(host, count)| (*count, (*host).clone()))
+            .map(|(host, _)| host.clone())
+    }
+
+    /// Starts a resource and waits until it runs (or fails).
+    pub async fn start(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
+        let _slot = self.claim(name)?;
+        self.start_claimed(name).await
+    }
+
+    async fn start_claimed(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
+        let state = self.state().await?;
+        let vm = Self::vm_of(&state, name)?;
+        let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+        let online = self.online_members(&state);
+        if runtime.phase == Phase::Running && runtime.host.as_ref().is_some_and(|host| online.contains(host)) {
+            return Ok(runtime);
+        }
+        let keep = runtime.phase != Phase::Failed
+            && runtime.host.as_ref().is_some_and(|host| online.contains(host) && runtime.fail_counts.get(host).copied().unwrap_or(0) < FAILURES_BEFORE_RELOCATION);
+        let host = if keep {
+            runtime.host.clone().expect("checked above")
+        } else {
+            Self::choose_host(&state, name, &online, None)
+                .ok_or_else(|| OrchestratorError::Conflict(format!("no online member can run {name}")))?
+        };
+        let generation = self
+            .commit(Transition {
+                resource: name.to_string(),
+                generation: runtime.generation,
+                phase: Phase::Starting,
+                host: Some(host.clone()),
+                new_assignment: true,
+                error: None,
+            })
+            .await?;
+        self.last_attempt.lock().expect("lock poisoned").insert(name.to_string(), Instant::now());
+        let request = AgentRequest::Start { name: name.to_string(), generation, vm, pools: state.config.pools.clone() };
+        let outcome = self.call(&state, &host, request, START_TIMEOUT).await;
+        let (phase, error) = match outcome {
+            Ok(AgentAnswer::Vm { state: vm_state, .. }) if vm_state == "running" => (Phase::Running, None),
+            Ok(AgentAnswer::Vm { state: vm_state, .. }) => (Phase::Failed, Some(format!("started but {vm_state}"))),
+            Ok(AgentAnswer::Failed { error }) => (Phase::Failed, Some(error)),
+            Ok(other) => (Phase::Failed, Some(format!("unexpected answer {other:?}"))),
+            Err(error) => (Phase::Failed, Some(error.to_string())),
+        };
+        self.commit(Transition {
+            resource: name.to_string(),
+            generation,
+            phase: phase.clone(),
+            host: Some(host.clone()),
+            new_assignment: false,
+            error: error.clone(),
+        })
+        .await?;
+        match error {
+            None => Ok(self.replica.read_local(|state| state.runtime.get(name).cloned().unwrap_or_default())),
+            Some(error) => Err(OrchestratorError::Failed(format!("starting {name} on {host} failed: {error}"))),
+        }
+    }
+
+    /// Stops a resource (ACPI power-down, then quit, then kill) and waits until it is stopped.
+    pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
+        let _slot = self.claim(name)?;
+        self.stop_claimed(name).await
+    }
+
+    async fn stop_claimed(&self, name: &str) -> Result<(), OrchestratorError> {
+        let state = self.state().await?;
+        Self::vm_of(&state, name)?;
+        let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+        let Some(host) = runtime.host.clone() else {
+            return Ok(());
+        };
+        if runtime.phase == Phase::Stopped {
+            return Ok(());
+        }
+        self.commit(Transition {
+            resource: name.to_string(),
+            generation: runtime.generation,
+            phase: Phase::Stopping,
+            host: Some(host.clone()),
+            new_assignment: false,
+            error: None,
+        })
+        .await?;
+        let request = AgentRequest::Stop { name: name.to_string(), timeout_ms: STOP_TIMEOUT_MS, pools: state.config.pools.clone() };
+        let answer = self.call(&state, &host, request, Duration::from_millis(STOP_TIMEOUT_MS * 2)).await;
+        let error = match answer {
+            Ok(AgentAnswer::Done) => None,
+            Ok(AgentAnswer::Failed { error }) => Some(error),
+            Ok(other) => Some(format!("unexpected answer {other:?}")),
+            Err(error) => Some(error.to_string()),
+        };
+        // A failed stop leaves the resource where it is, marked failed: it may still run.
+        self.commit(Transition {
+            resource: name.to_string(),
+            generation: runtime.generation,
+            phase: if error.is_none() { Phase::Stopped } else { Phase::Failed },
+            host: if error.is_none() { None } else { Some(host.clone()) },
+            new_assignment: false,
+            error: error.clone(),
+        })
+        .await?;
+        match error {
+            None => Ok(()),
+            Some(error) => Err(OrchestratorError::Failed(format!("stopping {name} on {host} failed: {error}"))),
+        }
+    }
+
+    /// Live-migrates a running VM to `to` (or the best other host); on failure it keeps running on its source.
+    pub async fn migrate(&self, name: &str, to: Option<&str>) -> Result<MigrationFigures, OrchestratorError> {
+        let started = Instant::now();
+        let _slot = self.claim(name)?;
+        let state = self.state().await?;
+        let vm = Self::vm_of(&state, name)?;
+        let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+        let source = match (&runtime.phase, &runtime.host) {
+            (Phase::Running, Some(host)) => host.clone(),
+            (phase, _) => {
+                return Err(OrchestratorError::Conflict(format!("{name} is {}, not running; only a running vm migrates", phase.name())));
+            }
+        };
+        let online = self.online_members(&state);
+        let target = match to {
+            Some(target) => {
+                if !state.nodes.keys().any(|node| node.as_str() == target) {
+                    return Err(OrchestratorError::NotFound(format!("no node named {target}")));
+                }
+                if target == source {
+                    return Err(OrchestratorError::Invalid(format!("{name} already runs on {target}")));
+                }
+                if !online.contains(target) {
+                    return Err(OrchestratorError::Conflict(format!("node {target} is not an online member")));
+                }
+                target.to_string()
+            }
+            None => Self::choose_host(&state, name, &online, Some(&source))
+                .ok_or_else(|| OrchestratorError::Conflict(format!("no other online member can take {name}")))?,
+        };
+        let generation = runtime.generation;
+        self.commit(Transition {
+            resource: name.to_string(),
+            generation,
+            phase: Phase::Migrating { to: target.clone() },
+            host: Some(source.clone()),
+            new_assignment: false,
+            error: None,
+        })
+        .await?;
+        let pools = state.config.pools.clone();
+        let result = self.migrate_steps(&state, name, &vm, &pools, &source, &target, generation).await;
+        match result {
+            Ok(report) => {
+                self.commit(Transition {
+                    resource: name.to_string(),
+                    generation,
+                    phase: Phase::Running,
+                    host: Some(target.clone()),
+                    new_assignment: true,
+                    error: None,
+                })
+                .await?;
+                let AgentAnswer::Migrated { total_time_ms, downtime_ms, transferred_bytes } = report else {
+                    unreachable!("migrate_steps returns the source's figures");
+                };
+                Ok(MigrationFigures {
+                    from: source,
+                    to: target,
+                    qemu_total_time_ms: total_time_ms,
+                    downtime_ms,
+                    transferred_bytes,
+                    orchestration_total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+            Err(error) => {
+                self.commit(Transition {
+                    resource: name.to_string(),
+                    generation,
+                    phase: Phase::Running,
+                    host: Some(source.clone()),
+                    new_assignment: false,
+                    error: Some(format!("migration to {target} failed: {error}")),
+                })
+                .await?;
+                Err(OrchestratorError::Failed(format!("migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}")))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn migrate_steps(
+        &self,
+        state: &ClusterState,
+        name: &str,
+        vm: &VmConfig,
+        pools: &Pools,
+        source: &str,
+        target: &str,
+        generation: u64,
+    ) -> Result<AgentAnswer, String> {
+        let timeout = Duration::from_millis(MIGRATION_TIMEOUT_MS);
+        let expect_done = |answer: Result<AgentAnswer, OrchestratorError>| match answer {
+            Ok(AgentAnswer::Done) => Ok(()),
+            Ok(AgentAnswer::Failed { error }) => Err(error),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(error) => Err(error.to_string()),
+        };
+        let prepared = self
+            .call(state, target, AgentRequest::PrepareIncoming { name: name.to_string(), generation: generation + 1, vm: vm.clone(), pools: pools.clone() }, START_TIMEOUT)
+            .await;
+        let address = match prepared {
+            Ok(AgentAnswer::Incoming { address }) => address,
+            Ok(AgentAnswer::Failed { error }) => return Err(format!("destination {target}: {error}")),
+            Ok(other) => return Err(format!("destination {target}: unexpected answer {other:?}")),
+            Err(error) => return Err(format!("destination {target}: {error}")),
+        };
+        let discard_destination = || async {
+            let _ = self.call(state, target, AgentRequest::Kill { name: name.to_string(), pools: pools.clone() }, Duration::from_secs(30)).await;
+        };
+        let outgoing = AgentRequest::MigrateOutgoing {
+            name: name.to_string(),
+            target: address,
+            max_bandwidth_bytes_per_second: 1 << 30,
+            downtime_limit_ms: 300,
+            timeout_ms: MIGRATION_TIMEOUT_MS,
+            pools: pools.clone(),
+        };
+        if let Err(error) = expect_done(self.call(state, source, outgoing, timeout).await) {
+            discard_destination().await;
+            return Err(format!("source {source}: {error}"));
+        }
+        let awaited = self.call(state, target, AgentRequest::AwaitIncoming { name: name.to_string(), timeout_ms: 30_000, pools: pools.clone() }, timeout).await;
+        if let Err(error) = expect_done(awaited) {
+            // The destination never ran the guest: discard it before the source resumes, so
+            // the guest never runs twice.
+            discard_destination().await;
+            let aborted = expect_done(self.call(state, source, AgentRequest::AbortOutgoing { name: name.to_string(), pools: pools.clone() }, timeout).await);
+            return Err(match aborted {
+                Ok(()) => format!("destination {target} did not take over ({error}); source resumed"),
+                Err(abort) => format!("destination {target} did not take over ({error}) and the source could not resume: {abort}"),
+            });
+        }
+        match self.call(state, source, AgentRequest::CompleteOutgoing { name: name.to_string(), pools: pools.clone() }, timeout).await {
+            Ok(answer @ AgentAnswer::Migrated { .. }) => Ok(answer),
+            Ok(AgentAnswer::Failed { error }) => Err(format!("source {source} could not finish: {error}")),
+            Ok(other) => Err(format!("source {source}: unexpected answer {other:?}")),
+            Err(error) => Err(format!("source {source}: {error}")),
+        }
+    }
+
+    /// One pass of the leader's reconciliation: start what should run, stop what should not,
+    /// restart what crashed, settle steps a previous leader left in flight.
+    pub async fn reconcile_once(&self) {
+        if !self.replica.status().is_leader {
+            return;
+        }
+        let Ok(state) = self.state().await else { return };
+        let online = self.online_members(&state);
+        for (name, resource) in &state.config.resources {
+            if self.busy.lock().expect("busy lock poisoned").contains(name) {
+                continue;
+            }
+            let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+            let result = match (resource.target_role, &runtime.phase) {
+                (TargetRole::Started, Phase::Stopped) => self.start(name).await.map(|_| ()),
+                (TargetRole::Started, Phase::Failed) => {
+                    let recent = self
+                        .last_attempt
+                        .lock()
+                        .expect("lock poisoned")
+                        .get(name)
+                        .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
+                    if recent { Ok(()) } else { self.start(name).await.map(|_| ()) }
+                }
+                (TargetRole::Started, Phase::Running) => match &runtime.host {
+                    Some(host) if online.contains(host) => self.check_running(&state, name, host, &runtime).await,
+                    // Recovery of a vanished host's resources waits for fencing (I2).
+                    _ => Ok(()),
+                },
+                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => self.stop(name).await,
+                (_, Phase::Starting | Phase::Stopping | Phase::Migrating { .. }) => self.settle(&state, name, &runtime).await,
+                _ => Ok(()),
+            };
+            if let Err(error) = result {
+                tracing::info!(resource = %name, %error, "reconciliation step failed");
+            }
+        }
+    }
+
+    /// A running VM whose process vanished is marked failed (and restarted by the next pass).
+    async fn check_running(&self, state: &ClusterState, name: &str, host: &str, runtime: &ResourceState) -> Result<(), OrchestratorError> {
+        let _slot = self.claim(name)?;
+        let answer = self.call(state, host, AgentRequest::Status { name: name.to_string(), pools: state.config.pools.clone() }, Duration::from_secs(10)).await?;
+        let failure = match answer {
+            AgentAnswer::Vm { state: vm_state, .. } if vm_state == "running" || vm_state == "paused" => None,
+            AgentAnswer::Vm { state: vm_state, .. } => Some(format!("found {vm_state} by the monitor")),
+            AgentAnswer::Failed { error } => Some(error),
+            other => Some(format!("unexpected answer {other:?}")),
+        };
+        if let Some(error) = failure {
+            self.commit(Transition {
+                resource: name.to_string(),
+                generation: runtime.generation,
+                phase: Phase::Failed,
+                host: Some(host.to_string()),
+                new_assignment: false,
+                error: Some(error),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn is_running(&self, state: &ClusterState, name: &str, host: &str) -> bool {
+        let request = AgentRequest::Status { name: name.to_string(), pools: state.config.pools.clone() };
+        matches!(
+            self.call(state, host, request, Duration::from_secs(10)).await,
+            Ok(AgentAnswer::Vm { state: ref vm_state, .. }) if vm_state == "running"
+        )
+    }
+
+    /// Finds out where a step left in flight by a previous leader ended, and commits it.
+    async fn settle(&self, state: &ClusterState, name: &str, runtime: &ResourceState) -> Result<(), OrchestratorError> {
+        let _slot = self.claim(name)?;
+        let (phase, host, new_assignment) = match &runtime.phase {
+            Phase::Migrating { to } if self.is_running(state, name, to).await => (Phase::Running, Some(to.clone()), true),
+            _ => match &runtime.host {
+                Some(host) if self.is_running(state, name, host).await => (Phase::Running, Some(host.clone()), false),
+                Some(host) => (Phase::Failed, Some(host.clone()), false),
+                None => (Phase::Stopped, None, false),
+            },
+        };
+        self.commit(Transition {
+            resource: name.to_string(),
+            generation: runtime.generation,
+            phase,
+            host,
+            new_assignment,
+            error: Some("settled after a leader change".to_string()),
+        })
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,43 @@
+//! Requests and answers between the leader's orchestrator and node agents (`/internal/agent/<op>`).
+
+use hafen_model::resource::{PoolConfig, VmConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Pools travel with each request so the agent needs no replicated state to act.
+pub type Pools = BTreeMap<String, PoolConfig>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AgentRequest {
+    Start { name: String, generation: u64, vm: VmConfig, pools: Pools },
+    Stop { name: String, timeout_ms: u64, pools: Pools },
+    Kill { name: String, pools: Pools },
+    Status { name: String, pools: Pools },
+    PrepareIncoming { name: String, generation: u64, vm: VmConfig, pools: Pools },
+    AwaitIncoming { name: String, timeout_ms: u64, pools: Pools },
+    MigrateOutgoing {
+        name: String,
+        target: std::net::SocketAddr,
+        max_bandwidth_bytes_per_second: u64,
+        downtime_limit_ms: u64,
+        timeout_ms: u64,
+        pools: Pools,
+    },
+    CompleteOutgoing { name: String, pools: Pools },
+    AbortOutgoing { name: String, pools: Pools },
+    CreateVolume { pool: String, volume: String, size_mib: u64, base: Option<String>, pools: Pools },
+    DeleteVolume { pool: String, volume: String, pools: Pools },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "kebab-case")]
+pub enum AgentAnswer {
+    Done,
+    /// The VM's state: `stopped`, `running`, `paused`, `incoming`, `migrated_away`, `shutting_down`, `crashed`.
+    Vm { state: String, pid: Option<u32> },
+    Incoming { address: std::net::SocketAddr },
+    Migrated { total_time_ms: u64, downtime_ms: u64, transferred_bytes: u64 },
+    /// The operation failed; the message names what went wrong.
+    Failed { error: String },
+}

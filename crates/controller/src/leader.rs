@@ -1,0 +1,1184 @@
+//! The leader's part: failure detection, fencing, and executing the scheduler's plans.
+//!
+//! Everything the controller acts on comes from the committed snapshot; what it keeps in
+//! memory (heartbeat times, operations in flight, proposals not yet committed) is lost on a
+//! leader change by design, and a new leader rebuilds it from the snapshot: it restarts every
+//! host's timer, re-sends the operations of assignments in `starting`/`stopping`, and aborts
+//! migrations it did not start itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hafen_scheduler::{
+    ActionKind, ClusterView, Host, HostState, Instance, Location, Request, Score, schedule,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult,
+    FencingMethod, FencingState, Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole,
+    Operation, OperationKind, OperationResult, Outcome, Phase, ResourceFailure, ResourceRecord,
+    Severity, Transition,
+};
+
+/// The leader's timing and limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControllerConfig {
+    /// A member is suspected after this long without a heartbeat.
+    pub node_timeout_ms: u64,
+    /// Must equal the agents' [`crate::NodeConfig::lease_ms`].
+    pub lease_ms: u64,
+    /// Allowance for agent clocks running slow relative to the leader's.
+    pub drift_margin_ms: u64,
+    /// Operations (and proposals waiting to commit) in flight cluster-wide.
+    pub max_parallel_operations: usize,
+    /// Live migrations in flight per host (Pacemaker's `migration-limit`).
+    pub migration_limit: usize,
+    /// Added to an operation's own timeout for the round trip to the agent.
+    pub operation_grace_ms: u64,
+    /// Attempts of an operation that gets no answer before it counts as failed.
+    pub operation_attempt_limit: u32,
+    /// A proposal not reflected in a snapshot by then is forgotten (and re-planned).
+    pub commit_timeout_ms: u64,
+    pub fence_timeout_ms: u64,
+    pub fence_retry_ms: u64,
+    pub fence_retry_max_ms: u64,
+    /// Failed fence attempts after which the controller waits for an operator.
+    pub fence_attempt_limit: u32,
+    /// Consecutive heartbeats that must disagree with the committed state before the
+    /// controller acts on the difference (a resource missing, or running unassigned).
+    pub reconcile_heartbeats: u32,
+    /// migration-threshold when the configuration sets none, so that failures end in a
+    /// relocation rather than restarting forever (bounded retries).
+    pub fallback_migration_threshold: u32,
+    /// Re-plan at least this often (failure-timeout expiries, forgotten proposals).
+    pub replan_interval_ms: u64,
+    /// Tests and the simulator only: confirm fencing as soon as a host is suspected. Breaks
+    /// I2 on purpose so that the simulator's checker can be shown to catch it.
+    #[doc(hidden)]
+    pub unsafe_recover_without_fence_confirmation: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> ControllerConfig {
+        ControllerConfig {
+            node_timeout_ms: 1_000,
+            lease_ms: 1_500,
+            drift_margin_ms: 200,
+            max_parallel_operations: 64,
+            migration_limit: 2,
+            operation_grace_ms: 2_000,
+            operation_attempt_limit: 3,
+            commit_timeout_ms: 3_000,
+            fence_timeout_ms: 60_000,
+            fence_retry_ms: 1_000,
+            fence_retry_max_ms: 16_000,
+            fence_attempt_limit: 10,
+            reconcile_heartbeats: 3,
+            fallback_migration_threshold: 3,
+            replan_interval_ms: 1_000,
+            unsafe_recover_without_fence_confirmation: false,
+        }
+    }
+}
+
+/// What the leader's runtime does for the controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Propose a transition to the replicated log; the controller sees it in a later snapshot.
+    Commit(Transition),
+    /// Send an operation to `operation.host`'s agent.
+    Execute(Operation),
+    /// Fence `host` through its topology; answer with [`ClusterController::handle_fence_result`].
+    Fence {
+        action_id: ActionId,
+        host: String,
+        levels: Vec<Vec<String>>,
+    },
+    /// Answer a heartbeat: renews the agent's lease.
+    AckHeartbeat(HeartbeatAck),
+    /// Something the operator should see in `status` and the event log.
+    Status { message: String },
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    operation: Operation,
+    deadline_ms: u64,
+    attempts: u32,
+    /// A stop of something running unassigned: nothing to commit afterwards.
+    orphan: bool,
+}
+
+#[derive(Clone, Debug)]
+struct FenceAttempt {
+    action_id: Option<ActionId>,
+    deadline_ms: u64,
+    failures: u32,
+    next_attempt_ms: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Liveness {
+    last_acked_ms: u64,
+    /// Running resources missing from consecutive heartbeats.
+    missing: BTreeMap<String, u32>,
+    /// (resource, generation) reported running without an assignment, consecutive heartbeats.
+    orphans: BTreeMap<(String, u64), u32>,
+    heard_while_fenced: bool,
+}
+
+/// The leader's controller. Create one per leadership term.
+#[derive(Debug)]
+pub struct ClusterController {
+    config: ControllerConfig,
+    snapshot: Option<ClusterSnapshot>,
+    leader: bool,
+    leadership_gained_ms: u64,
+    liveness: BTreeMap<String, Liveness>,
+    operations: BTreeMap<ActionId, InFlight>,
+    fencing: BTreeMap<String, FenceAttempt>,
+    /// Proposals not yet seen committed, by resource or host, with when they are forgotten.
+    awaiting_resource: BTreeMap<String, u64>,
+    awaiting_host: BTreeMap<String, u64>,
+    /// Migrations this controller asked for: (resource, destination generation).
+    own_migrations: BTreeSet<(String, u64)>,
+    next_action_id: ActionId,
+    dirty: bool,
+    next_replan_ms: u64,
+    status_shown: BTreeSet<String>,
+    halted: Option<String>,
+}
+
+impl ClusterController {
+    /// `action_id_base` keeps action ids unique across leaders (for example the Raft term
+    /// shifted left by 32 bits).
+    pub fn new(config: ControllerConfig, action_id_base: ActionId) -> ClusterController {
+        ClusterController {
+            config,
+            snapshot: None,
+            leader: false,
+            leadership_gained_ms: 0,
+            liveness: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            fencing: BTreeMap::new(),
+            awaiting_resource: BTreeMap::new(),
+            awaiting_host: BTreeMap::new(),
+            own_migrations: BTreeSet::new(),
+            next_action_id: action_id_base + 1,
+            dirty: true,
+            next_replan_ms: 0,
+            status_shown: BTreeSet::new(),
+            halted: None,
+        }
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// Why the controller stopped acting, when one of its invariants broke (a bug).
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// This node became leader: every host's timer starts afresh now, so a leader change
+    /// never causes a false failover.
+    pub fn handle_leadership_gained(&mut self, now_ms: u64) -> Vec<Action> {
+        self.leader = true;
+        self.leadership_gained_ms = now_ms;
+        self.liveness.clear();
+        self.operations.clear();
+        self.fencing.clear();
+        self.awaiting_resource.clear();
+        self.awaiting_host.clear();
+        self.own_migrations.clear();
+        self.status_shown.clear();
+        self.dirty = true;
+        self.act(now_ms)
+    }
+
+    pub fn handle_leadership_lost(&mut self, _now_ms: u64) -> Vec<Action> {
+        self.leader = false;
+        self.operations.clear();
+        self.fencing.clear();
+        self.awaiting_resource.clear();
+        self.awaiting_host.clear();
+        Vec::new()
+    }
+
+    /// The committed state after a commit (or at start).
+    pub fn handle_snapshot(&mut self, now_ms: u64, snapshot: ClusterSnapshot) -> Vec<Action> {
+        if let Some(previous) = &self.snapshot {
+            let changed_resources: Vec<String> = self
+                .awaiting_resource
+                .keys()
+                .filter(|name| previous.resource(name) != snapshot.resource(name))
+                .cloned()
+                .collect();
+            for name in changed_resources {
+                self.awaiting_resource.remove(&name);
+            }
+            let changed_hosts: Vec<String> = self
+                .awaiting_host
+                .keys()
+                .filter(|name| previous.host(name) != snapshot.host(name))
+                .cloned()
+                .collect();
+            for name in changed_hosts {
+                self.awaiting_host.remove(&name);
+            }
+            if !previous.quorate && snapshot.quorate {
+                self.status_shown.clear();
+            }
+        }
+        let mut actions = Vec::new();
+        if let Some(broken) = single_active_violation(&snapshot) {
+            self.halt(broken, &mut actions);
+        }
+        self.snapshot = Some(snapshot);
+        self.dirty = true;
+        actions.extend(self.act(now_ms));
+        actions
+    }
+
+    pub fn handle_heartbeat(&mut self, now_ms: u64, heartbeat: Heartbeat) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.leader || self.halted.is_some() {
+            return actions;
+        }
+        let Some(snapshot) = &self.snapshot else {
+            return actions;
+        };
+        if !snapshot.quorate {
+            return actions;
+        }
+        let Some(host) = snapshot.host(&heartbeat.host) else {
+            return actions;
+        };
+        let revision = snapshot.revision;
+        match &host.fencing {
+            FencingState::None => {
+                let host = host.clone();
+                self.liveness
+                    .entry(heartbeat.host.clone())
+                    .or_default()
+                    .last_acked_ms = now_ms;
+                actions.push(Action::AckHeartbeat(HeartbeatAck {
+                    host: heartbeat.host.clone(),
+                    sent_at_ms: heartbeat.sent_at_ms,
+                    revision,
+                }));
+                if host.mode != HostMode::Maintenance {
+                    self.reconcile(now_ms, &heartbeat, &mut actions);
+                }
+            }
+            // Never renew the lease of a suspected host: it must lapse for the fencing
+            // confirmation by lease expiry to hold.
+            FencingState::Unclean { .. } => {}
+            FencingState::Fenced { .. } => {
+                self.liveness
+                    .entry(heartbeat.host.clone())
+                    .or_default()
+                    .heard_while_fenced = true;
+                self.dirty = true;
+                actions.extend(self.act(now_ms));
+            }
+        }
+        actions
+    }
+
+    pub fn handle_operation_result(
+        &mut self,
+        now_ms: u64,
+        result: OperationResult,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.leader || self.halted.is_some() {
+            return actions;
+        }
+        let Some(in_flight) = self.operations.get(&result.action_id) else {
+            return actions;
+        };
+        let operation = &in_flight.operation;
+        if operation.host != result.host
+            || operation.resource != result.resource
+            || operation.generation != result.generation
+        {
+            return actions;
+        }
+        let in_flight = self
+            .operations
+            .remove(&result.action_id)
+            .expect("looked up above");
+        let transition = result_transition(now_ms, &in_flight, &result.outcome);
+        if let Some(transition) = transition {
+            self.propose(now_ms, transition, &mut actions);
+        }
+        self.dirty = true;
+        actions.extend(self.act(now_ms));
+        actions
+    }
+
+    /// A monitor failed on an agent.
+    pub fn handle_resource_failure(
+        &mut self,
+        now_ms: u64,
+        failure: ResourceFailure,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.active() {
+            return actions;
+        }
+        let snapshot = self.snapshot.as_ref().expect("active implies a snapshot");
+        let running = snapshot
+            .resource(&failure.resource)
+            .and_then(|record| record.assignment_on(&failure.host))
+            .is_some_and(|assignment| {
+                assignment.generation == failure.generation && assignment.phase == Phase::Running
+            });
+        let maintenance = snapshot
+            .host(&failure.host)
+            .is_none_or(|host| host.mode == HostMode::Maintenance);
+        if running && !maintenance {
+            self.propose(
+                now_ms,
+                Transition::Failed {
+                    resource: failure.resource,
+                    host: failure.host,
+                    generation: failure.generation,
+                    severity: failure.severity,
+                    at_ms: now_ms,
+                },
+                &mut actions,
+            );
+        }
+        actions
+    }
+
+    pub fn handle_fence_result(&mut self, now_ms: u64, result: FenceResult) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.leader || self.halted.is_some() {
+            return actions;
+        }
+        let Some(attempt) = self.fencing.get_mut(&result.host) else {
+            return actions;
+        };
+        if attempt.action_id != Some(result.action_id) {
+            return actions;
+        }
+        attempt.action_id = None;
+        if result.success {
+            self.propose(
+                now_ms,
+                Transition::HostFenced {
+                    host: result.host.clone(),
+                    how: FenceConfirmation::Device,
+                },
+                &mut actions,
+            );
+        } else {
+            self.fence_failed(now_ms, &result.host, &result.message, &mut actions);
+        }
+        actions
+    }
+
+    pub fn handle_tick(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.leader || self.halted.is_some() {
+            return actions;
+        }
+        self.awaiting_resource.retain(|_, until| *until > now_ms);
+        self.awaiting_host.retain(|_, until| *until > now_ms);
+        self.expire_operations(now_ms, &mut actions);
+        self.expire_fencing(now_ms, &mut actions);
+        if now_ms >= self.next_replan_ms {
+            self.dirty = true;
+        }
+        actions.extend(self.act(now_ms));
+        actions
+    }
+
+    fn active(&self) -> bool {
+        self.leader
+            && self.halted.is_none()
+            && self.snapshot.as_ref().is_some_and(|snapshot| snapshot.quorate)
+    }
+
+    fn halt(&mut self, reason: String, actions: &mut Vec<Action>) {
+        if self.halted.is_none() {
+            actions.push(Action::Status {
+                message: format!("controller halted, invariant broken: {reason}"),
+            });
+            self.halted = Some(reason);
+        }
+    }
+
+    fn status(&mut self, message: String, actions: &mut Vec<Action>) {
+        if self.status_shown.insert(message.clone()) {
+            actions.push(Action::Status { message });
+        }
+    }
+
+    fn propose(&mut self, now_ms: u64, transition: Transition, actions: &mut Vec<Action>) {
+        let until = now_ms + self.config.commit_timeout_ms;
+        match &transition {
+            Transition::HostSuspected { host, .. }
+            | Transition::HostFenced { host, .. }
+            | Transition::HostRejoined { host } => {
+                self.awaiting_host.insert(host.clone(), until);
+            }
+            other => {
+                if let Some(resource) = other.resource() {
+                    self.awaiting_resource.insert(resource.to_string(), until);
+                }
+            }
+        }
+        actions.push(Action::Commit(transition));
+    }
+
+    fn new_action_id(&mut self) -> ActionId {
+        let id = self.next_action_id;
+        self.next_action_id += 1;
+        id
+    }
+
+    /// The main step: detect, fence, drive committed transitions, plan.
+    fn act(&mut self, now_ms: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.leader || self.halted.is_some() {
+            return actions;
+        }
+        let Some(snapshot) = &self.snapshot else {
+            return actions;
+        };
+        if !snapshot.quorate {
+            let mut message =
+                "this partition has no quorum: nothing is started or fenced".to_string();
+            if snapshot.two_members_without_witness() {
+                message.push_str(
+                    "; two members without a witness cannot tell a lost host from a \
+                     partition: automatic recovery is refused, add a witness",
+                );
+            }
+            self.status(message, &mut actions);
+            return actions;
+        }
+        self.detect(now_ms, &mut actions);
+        self.drive_fencing(now_ms, &mut actions);
+        self.drive_transitions(now_ms, &mut actions);
+        if self.dirty {
+            self.dirty = false;
+            self.next_replan_ms = now_ms + self.config.replan_interval_ms;
+            self.run_plan(now_ms, &mut actions);
+        }
+        actions
+    }
+
+    fn snapshot(&self) -> &ClusterSnapshot {
+        self.snapshot.as_ref().expect("act checked the snapshot")
+    }
+
+    fn last_heard_ms(&self, host: &str) -> u64 {
+        self.liveness
+            .get(host)
+            .map_or(0, |liveness| liveness.last_acked_ms)
+            .max(self.leadership_gained_ms)
+    }
+
+    /// Suspects silent members and lets fenced members that heartbeat rejoin.
+    fn detect(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let hosts: Vec<HostRecord> = self.snapshot().members().cloned().collect();
+        for host in hosts {
+            if self.awaiting_host.contains_key(&host.name) {
+                continue;
+            }
+            match host.fencing {
+                FencingState::None => {
+                    let silent_ms = now_ms.saturating_sub(self.last_heard_ms(&host.name));
+                    if silent_ms > self.config.node_timeout_ms {
+                        let reason = format!("no heartbeat for {silent_ms} ms");
+                        self.propose(
+                            now_ms,
+                            Transition::HostSuspected {
+                                host: host.name.clone(),
+                                reason,
+                            },
+                            actions,
+                        );
+                    }
+                }
+                FencingState::Fenced { .. } => {
+                    let heard = self
+                        .liveness
+                        .get(&host.name)
+                        .is_some_and(|liveness| liveness.heard_while_fenced);
+                    if heard {
+                        self.liveness.entry(host.name.clone()).or_default().heard_while_fenced =
+                            false;
+                        self.propose(
+                            now_ms,
+                            Transition::HostRejoined {
+                                host: host.name.clone(),
+                            },
+                            actions,
+                        );
+                    }
+                }
+                FencingState::Unclean { .. } => {}
+            }
+        }
+    }
+
+    /// Confirms fencing of unclean hosts: by device, by certain lease expiry, or not at all
+    /// (operator).
+    fn drive_fencing(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let unclean: Vec<HostRecord> = self
+            .snapshot()
+            .members()
+            .filter(|host| matches!(host.fencing, FencingState::Unclean { .. }))
+            .cloned()
+            .collect();
+        self.fencing
+            .retain(|name, _| unclean.iter().any(|host| host.name == *name));
+        let two_without_witness = self.snapshot().two_members_without_witness();
+        for host in unclean {
+            if self.awaiting_host.contains_key(&host.name) {
+                continue;
+            }
+            if self.config.unsafe_recover_without_fence_confirmation {
+                self.propose(
+                    now_ms,
+                    Transition::HostFenced {
+                        host: host.name.clone(),
+                        how: FenceConfirmation::LeaseExpired,
+                    },
+                    actions,
+                );
+                continue;
+            }
+            if two_without_witness {
+                self.status(
+                    format!(
+                        "host {} is unclean; two members without a witness: automatic \
+                         recovery is refused (add a witness, or `node confirm-fenced {}`)",
+                        host.name, host.name
+                    ),
+                    actions,
+                );
+                continue;
+            }
+            match host.fencing_method {
+                FencingMethod::Device => self.fence_by_device(now_ms, &host, actions),
+                FencingMethod::SelfFence => {
+                    let confirmed_at_ms = self.last_heard_ms(&host.name)
+                        + self.config.lease_ms
+                        + self.config.drift_margin_ms
+                        + host.watchdog_timeout_ms.unwrap_or(0);
+                    if now_ms >= confirmed_at_ms {
+                        self.propose(
+                            now_ms,
+                            Transition::HostFenced {
+                                host: host.name.clone(),
+                                how: FenceConfirmation::LeaseExpired,
+                            },
+                            actions,
+                        );
+                    }
+                }
+                FencingMethod::None => self.status(
+                    format!(
+                        "host {} is unclean and has no fencing method: its resources wait \
+                         for `node confirm-fenced {}`",
+                        host.name, host.name
+                    ),
+                    actions,
+                ),
+            }
+        }
+    }
+
+    fn fence_by_device(&mut self, now_ms: u64, host: &HostRecord, actions: &mut Vec<Action>) {
+        let attempt = self
+            .fencing
+            .entry(host.name.clone())
+            .or_insert(FenceAttempt {
+                action_id: None,
+                deadline_ms: 0,
+                failures: 0,
+                next_attempt_ms: now_ms,
+            });
+        if attempt.action_id.is_some() || now_ms < attempt.next_attempt_ms {
+            return;
+        }
+        if attempt.failures >= self.config.fence_attempt_limit {
+            let message = format!(
+                "fencing host {} failed {} times: waiting for the operator \
+                 (`node fence {}` or `node confirm-fenced {}`)",
+                host.name, attempt.failures, host.name, host.name
+            );
+            self.status(message, actions);
+            return;
+        }
+        let action_id = self.next_action_id;
+        self.next_action_id += 1;
+        let attempt = self.fencing.get_mut(&host.name).expect("inserted above");
+        attempt.action_id = Some(action_id);
+        attempt.deadline_ms = now_ms + self.config.fence_timeout_ms;
+        actions.push(Action::Fence {
+            action_id,
+            host: host.name.clone(),
+            levels: host.fence_levels.clone(),
+        });
+    }
+
+    fn fence_failed(&mut self, now_ms: u64, host: &str, message: &str, actions: &mut Vec<Action>) {
+        let Some(attempt) = self.fencing.get_mut(host) else {
+            return;
+        };
+        attempt.action_id = None;
+        attempt.failures += 1;
+        let shift = attempt.failures.saturating_sub(1).min(16);
+        let backoff_ms = (self.config.fence_retry_ms << shift).min(self.config.fence_retry_max_ms);
+        attempt.next_attempt_ms = now_ms + backoff_ms;
+        let failures = attempt.failures;
+        self.status(
+            format!("fencing host {host} failed (attempt {failures}): {message}"),
+            actions,
+        );
+    }
+
+    fn expire_fencing(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let expired: Vec<String> = self
+            .fencing
+            .iter()
+            .filter(|(_, attempt)| attempt.action_id.is_some() && attempt.deadline_ms <= now_ms)
+            .map(|(host, _)| host.clone())
+            .collect();
+        for host in expired {
+            self.fence_failed(now_ms, &host, "timed out", actions);
+        }
+    }
+
+    fn expire_operations(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let expired: Vec<ActionId> = self
+            .operations
+            .iter()
+            .filter(|(_, in_flight)| in_flight.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let in_flight = self.operations.get_mut(&id).expect("listed above");
+            if in_flight.attempts < self.config.operation_attempt_limit {
+                // The agent may just not have answered: ask again (agents are idempotent).
+                in_flight.attempts += 1;
+                in_flight.deadline_ms =
+                    now_ms + in_flight.operation.timeout_ms + self.config.operation_grace_ms;
+                actions.push(Action::Execute(in_flight.operation.clone()));
+                continue;
+            }
+            let in_flight = self.operations.remove(&id).expect("listed above");
+            let outcome = Outcome::Failure {
+                severity: Severity::Soft,
+                message: "timed out".to_string(),
+            };
+            if let Some(transition) = result_transition(now_ms, &in_flight, &outcome) {
+                self.propose(now_ms, transition, actions);
+            }
+            self.dirty = true;
+        }
+    }
+
+    fn in_flight_on(&self, resource: &str, host: &str) -> bool {
+        self.operations.values().any(|in_flight| {
+            in_flight.operation.resource == resource && in_flight.operation.host == host
+        })
+    }
+
+    fn busy(&self, resource: &str) -> bool {
+        self.awaiting_resource.contains_key(resource)
+            || self
+                .operations
+                .values()
+                .any(|in_flight| in_flight.operation.resource == resource)
+    }
+
+    fn execute(
+        &mut self,
+        now_ms: u64,
+        record: &ResourceRecord,
+        host: &str,
+        generation: u64,
+        kind: OperationKind,
+        orphan: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let timeouts = record.timeouts;
+        let timeout_ms = match kind {
+            OperationKind::Start | OperationKind::Promote | OperationKind::Demote => {
+                timeouts.start_timeout_ms
+            }
+            OperationKind::Stop => timeouts.stop_timeout_ms,
+            OperationKind::Migrate { .. } => timeouts.migrate_timeout_ms,
+        };
+        let operation = Operation {
+            action_id: self.new_action_id(),
+            host: host.to_string(),
+            resource: record.config.name.clone(),
+            kind,
+            generation,
+            revision: self.snapshot().revision,
+            timeout_ms,
+            monitor_interval_ms: timeouts.monitor_interval_ms,
+            monitor_timeout_ms: timeouts.monitor_timeout_ms,
+        };
+        self.operations.insert(
+            operation.action_id,
+            InFlight {
+                operation: operation.clone(),
+                deadline_ms: now_ms + timeout_ms + self.config.operation_grace_ms,
+                attempts: 1,
+                orphan,
+            },
+        );
+        actions.push(Action::Execute(operation));
+    }
+
+    /// Sends the operation each committed `starting`, `stopping` or migration needs.
+    fn drive_transitions(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let snapshot = self.snapshot().clone();
+        for record in &snapshot.resources {
+            for assignment in &record.assignments {
+                let Some(host) = snapshot.host(&assignment.host) else {
+                    continue;
+                };
+                // An unclean host's resources are left exactly as they are (I2).
+                if host.fencing != FencingState::None
+                    || self.in_flight_on(&record.config.name, &host.name)
+                {
+                    continue;
+                }
+                let kind = match &assignment.phase {
+                    Phase::Starting => OperationKind::Start,
+                    Phase::Stopping => OperationKind::Stop,
+                    Phase::MigratingTo { host: to } => {
+                        let Some(destination) = record.assignment_on(to) else {
+                            continue;
+                        };
+                        let key = (record.config.name.clone(), destination.generation);
+                        if !self.own_migrations.contains(&key) {
+                            if !self.awaiting_resource.contains_key(&record.config.name) {
+                                self.propose(
+                                    now_ms,
+                                    Transition::MigrationAborted {
+                                        resource: record.config.name.clone(),
+                                    },
+                                    actions,
+                                );
+                            }
+                            continue;
+                        }
+                        OperationKind::Migrate {
+                            to: to.clone(),
+                            to_generation: destination.generation,
+                        }
+                    }
+                    _ => continue,
+                };
+                self.execute(
+                    now_ms,
+                    record,
+                    &host.name,
+                    assignment.generation,
+                    kind,
+                    false,
+                    actions,
+                );
+            }
+        }
+    }
+
+    /// Compares a heartbeat with the committed assignments of its host.
+    fn reconcile(&mut self, now_ms: u64, heartbeat: &Heartbeat, actions: &mut Vec<Action>) {
+        let limit = self.config.reconcile_heartbeats;
+        let snapshot = self.snapshot().clone();
+        let reported: BTreeSet<(String, u64)> = heartbeat.running.iter().cloned().collect();
+        let mut missing_now: Vec<(String, u64)> = Vec::new();
+        let mut orphans_now: Vec<(String, u64)> = Vec::new();
+        for record in &snapshot.resources {
+            if let Some(assignment) = record.assignment_on(&heartbeat.host)
+                && assignment.phase == Phase::Running
+                && !reported.contains(&(record.config.name.clone(), assignment.generation))
+            {
+                missing_now.push((record.config.name.clone(), assignment.generation));
+            }
+        }
+        for (resource, generation) in &reported {
+            let assigned = snapshot
+                .resource(resource)
+                .and_then(|record| record.assignment_on(&heartbeat.host))
+                .is_some_and(|assignment| assignment.generation == *generation);
+            if !assigned {
+                orphans_now.push((resource.clone(), *generation));
+            }
+        }
+        let liveness = self.liveness.entry(heartbeat.host.clone()).or_default();
+        let mut missing = BTreeMap::new();
+        for (resource, _) in &missing_now {
+            missing.insert(
+                resource.clone(),
+                liveness.missing.get(resource).copied().unwrap_or(0) + 1,
+            );
+        }
+        liveness.missing = missing;
+        let mut orphans = BTreeMap::new();
+        for key in &orphans_now {
+            orphans.insert(
+                key.clone(),
+                liveness.orphans.get(key).copied().unwrap_or(0) + 1,
+            );
+        }
+        liveness.orphans = orphans;
+        let missing_due: Vec<String> = liveness
+            .missing
+            .iter()
+            .filter(|(_, count)| **count >= limit)
+            .map(|(resource, _)| resource.clone())
+            .collect();
+        let orphans_due: Vec<(String, u64)> = liveness
+            .orphans
+            .iter()
+            .filter(|(_, count)| **count >= limit)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for resource in missing_due {
+            if self.busy(&resource) {
+                continue;
+            }
+            let generation = missing_now
+                .iter()
+                .find(|(name, _)| *name == resource)
+                .map(|(_, generation)| *generation)
+                .expect("due entries are missing now");
+            self.propose(
+                now_ms,
+                Transition::Failed {
+                    resource,
+                    host: heartbeat.host.clone(),
+                    generation,
+                    severity: Severity::Soft,
+                    at_ms: now_ms,
+                },
+                actions,
+            );
+        }
+        for (resource, generation) in orphans_due {
+            if self.in_flight_on(&resource, &heartbeat.host) {
+                continue;
+            }
+            let Some(record) = snapshot.resource(&resource) else {
+                continue;
+            };
+            self.execute(
+                now_ms,
+                record,
+                &heartbeat.host,
+                generation,
+                OperationKind::Stop,
+                true,
+                actions,
+            );
+        }
+    }
+
+    /// The scheduler's input, built from the committed snapshot.
+    fn view(&self) -> ClusterView {
+        let snapshot = self.snapshot();
+        let mut view = ClusterView {
+            options: snapshot.options.clone(),
+            hosts: Vec::new(),
+            resources: Vec::new(),
+            groups: snapshot.groups.clone(),
+            clones: snapshot.clones.clone(),
+            constraints: snapshot.constraints.clone(),
+            failover_domains: snapshot.failover_domains.clone(),
+        };
+        if view.options.default_migration_threshold.is_none() {
+            view.options.default_migration_threshold =
+                Some(self.config.fallback_migration_threshold);
+        }
+        for host in snapshot.members() {
+            let state = match (&host.fencing, host.mode) {
+                (FencingState::Unclean { .. }, _) => HostState::Unclean,
+                (FencingState::Fenced { .. }, _) => HostState::Fenced,
+                (FencingState::None, HostMode::Online) => HostState::Online,
+                (FencingState::None, HostMode::Standby) => HostState::Standby,
+                (FencingState::None, HostMode::Maintenance) => HostState::Maintenance,
+            };
+            view.hosts.push(Host {
+                name: host.name.clone(),
+                state,
+                attributes: host.attributes.clone(),
+                capacity: host.capacity.clone(),
+            });
+        }
+        for record in &snapshot.resources {
+            let mut resource = record.config.clone();
+            resource.instances = record
+                .assignments
+                .iter()
+                // The destination half of a migration is not where it runs yet.
+                .filter(|assignment| !matches!(assignment.phase, Phase::MigratingFrom { .. }))
+                .map(|assignment| Instance {
+                    host: assignment.host.clone(),
+                    promoted: assignment.promoted,
+                    failed: assignment.phase == Phase::Failed,
+                })
+                .collect();
+            for (host, count) in &record.config.fail_counts {
+                if count.count == FAIL_COUNT_INFINITY {
+                    view.constraints.locations.push(Location {
+                        id: format!("fail-count-{}-{host}", record.config.name),
+                        resource: record.config.name.clone(),
+                        host: Some(host.clone()),
+                        score: Some(Score::new(-hafen_scheduler::INFINITY)),
+                        ..Location::default()
+                    });
+                }
+            }
+            view.resources.push(resource);
+        }
+        view
+    }
+
+    fn run_plan(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let view = self.view();
+        let request = Request {
+            now_ms,
+            include_scores: false,
+        };
+        let plan = match schedule(&view, &request) {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.status(format!("cannot plan: {error}"), actions);
+                return;
+            }
+        };
+        let snapshot = self.snapshot().clone();
+        let mut launched = self.operations.len() + self.awaiting_resource.len();
+        for action in &plan.actions {
+            if launched >= self.config.max_parallel_operations {
+                break;
+            }
+            if !action.after.is_empty() || self.busy(&action.resource) {
+                continue;
+            }
+            let Some(record) = snapshot.resource(&action.resource) else {
+                continue;
+            };
+            let transition = match &action.kind {
+                ActionKind::Start { host } => {
+                    let Some(host) = snapshot.host(host) else {
+                        continue;
+                    };
+                    // The scheduler filters by capacity; what is committed may still hold a
+                    // migration's source, so check again (I5).
+                    if !snapshot.fits(record, host) {
+                        continue;
+                    }
+                    Transition::Assign {
+                        resource: action.resource.clone(),
+                        host: host.name.clone(),
+                        generation: record.generation + 1,
+                    }
+                }
+                ActionKind::Stop { host }
+                | ActionKind::Restart { host }
+                | ActionKind::Move { from: host, .. } => {
+                    let Some(assignment) = record.assignment_on(host) else {
+                        continue;
+                    };
+                    if !matches!(assignment.phase, Phase::Running | Phase::Failed) {
+                        continue;
+                    }
+                    Transition::StopRequested {
+                        resource: action.resource.clone(),
+                        host: host.clone(),
+                        generation: assignment.generation,
+                    }
+                }
+                ActionKind::Migrate { from, to } => {
+                    let Some(destination) = snapshot.host(to) else {
+                        continue;
+                    };
+                    if self.migrations_involving(&snapshot, from) >= self.config.migration_limit
+                        || self.migrations_involving(&snapshot, to) >= self.config.migration_limit
+                        || !snapshot.fits(record, destination)
+                    {
+                        continue;
+                    }
+                    let generation = record.generation + 1;
+                    self.own_migrations
+                        .insert((action.resource.clone(), generation));
+                    Transition::MigrationRequested {
+                        resource: action.resource.clone(),
+                        from: from.clone(),
+                        to: to.clone(),
+                        generation,
+                    }
+                }
+                ActionKind::Promote { host } | ActionKind::Demote { host } => {
+                    let Some(assignment) = record.assignment_on(host) else {
+                        continue;
+                    };
+                    if assignment.phase != Phase::Running {
+                        continue;
+                    }
+                    let kind = if matches!(action.kind, ActionKind::Promote { .. }) {
+                        OperationKind::Promote
+                    } else {
+                        OperationKind::Demote
+                    };
+                    let generation = assignment.generation;
+                    self.execute(now_ms, record, host, generation, kind, false, actions);
+                    launched += 1;
+                    continue;
+                }
+            };
+            self.propose(now_ms, transition, actions);
+            launched += 1;
+        }
+    }
+
+    fn migrations_involving(&self, snapshot: &ClusterSnapshot, host: &str) -> usize {
+        snapshot
+            .resources
+            .iter()
+            .flat_map(|record| &record.assignments)
+            .filter(|assignment| {
+                assignment.host == host
+                    && matches!(
+                        assignment.phase,
+                        Phase::MigratingTo { .. } | Phase::MigratingFrom { .. }
+                    )
+            })
+            .count()
+    }
+}
+
+/// What an operation's outcome commits.
+fn result_transition(now_ms: u64, in_flight: &InFlight, outcome: &Outcome) -> Option<Transition> {
+    let operation = &in_flight.operation;
+    let resource = operation.resource.clone();
+    let host = operation.host.clone();
+    let generation = operation.generation;
+    let stop_failed = || Transition::HostSuspected {
+        host: host.clone(),
+        reason: format!("stop of {resource} failed"),
+    };
+    if in_flight.orphan {
+        return match outcome {
+            Outcome::Failure { .. } => Some(stop_failed()),
+            _ => None,
+        };
+    }
+    let transition = match (&operation.kind, outcome) {
+        (OperationKind::Start, Outcome::Success) => Transition::Started {
+            resource,
+            host,
+            generation,
+        },
+        // Refused: nothing started there; stop it anyway so the agent remembers the
+        // generation is over before the assignment goes.
+        (OperationKind::Start, Outcome::Refused { .. }) => Transition::StopRequested {
+            resource,
+            host,
+            generation,
+        },
+        (
+            OperationKind::Start | OperationKind::Promote | OperationKind::Demote,
+            Outcome::Failure { severity, .. },
+        ) => Transition::Failed {
+            resource,
+            host,
+            generation,
+            severity: *severity,
+            at_ms: now_ms,
+        },
+        (OperationKind::Stop, Outcome::Success | Outcome::Refused { .. }) => {
+            Transition::Stopped {
+                resource,
+                host,
+                generation,
+            }
+        }
+        // A stop that fails leaves the resource possibly running: fence the host (Pacemaker's
+        // on-fail=fence for stop).
+        (OperationKind::Stop, Outcome::Failure { .. }) => stop_failed(),
+        (OperationKind::Migrate { to, to_generation }, Outcome::Success) => {
+            Transition::MigrationSucceeded {
+                resource,
+                from: host,
+                to: to.clone(),
+                generation: *to_generation,
+            }
+        }
+        (OperationKind::Migrate { to, to_generation }, _) => Transition::MigrationFailed {
+            resource,
+            from: host,
+            to: to.clone(),
+            generation: *to_generation,
+            at_ms: now_ms,
+        },
+        (OperationKind::Promote | OperationKind::Demote, Outcome::Success) => {
+            Transition::SetPromoted {
+                resource,
+                host,
+                generation,
+                promoted: operation.kind == OperationKind::Promote,
+            }
+        }
+        (OperationKind::Promote | OperationKind::Demote, Outcome::Refused { .. }) => return None,
+    };
+    Some(transition)
+}
+
+/// I1 on the committed state: a non-clone resource has one assignment, or the two halves of a
+/// migration. Anything else is a bug somewhere in the core.
+fn single_active_violation(snapshot: &ClusterSnapshot) -> Option<String> {
+    for record in &snapshot.resources {
+        let name = &record.config.name;
+        if snapshot.is_cloned(name) {
+            continue;
+        }
+        match record.assignments.as_slice() {
+            [] | [_] => {}
+            [first, second] => {
+                let pair = matches!(
+                    (&first.phase, &second.phase),
+                    (Phase::MigratingTo { host: to }, Phase::MigratingFrom { host: from })
+                        if *to == second.host && *from == first.host
+                ) || matches!(
+                    (&first.phase, &second.phase),
+                    (Phase::MigratingFrom { .. }, Phase::MigratingTo { .. })
+                ) || (first.phase == Phase::Stopping && second.phase == Phase::Stopping);
+                if !pair {
+                    return Some(format!("resource {name} is assigned to two hosts"));
+                }
+            }
+            _ => return Some(format!("resource {name} is assigned to more than two hosts")),
+        }
+    }
+    None
+}
+
+impl HostRecord {
+    pub fn is_member(&self) -> bool {
+        self.role == HostRole::Member
+    }
+}

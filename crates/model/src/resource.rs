@@ -1,0 +1,176 @@
+//! Resources in the replicated state: their configuration (versioned) and their runtime state (assignment, phase, generation).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What the operator wants of a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetRole {
+    #[default]
+    Started,
+    Stopped,
+}
+
+/// A resource's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceConfig {
+    pub name: String,
+    pub kind: ResourceKind,
+    #[serde(default)]
+    pub target_role: TargetRole,
+    /// Higher priorities are placed first.
+    #[serde(default)]
+    pub priority: i64,
+    /// Preferred host for the first placement (`vm create --host`); a hint, not a ban.
+    #[serde(default)]
+    pub preferred_host: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResourceKind {
+    Vm(VmConfig),
+}
+
+impl ResourceKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ResourceKind::Vm(_) => "vm",
+        }
+    }
+}
+
+/// A virtual machine as the cluster runs it; every host derives the same QEMU machine from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    pub uuid: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub machine: String,
+    pub cpu_model: String,
+    pub disks: Vec<VmDisk>,
+    pub nics: Vec<VmNic>,
+    pub boot: VmBoot,
+    /// The guest's own address (`ip/prefix`), given on its kernel command line; it keeps it on every host.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDisk {
+    pub pool: String,
+    pub volume: String,
+    /// `qcow2` or `raw`.
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNic {
+    pub mac: String,
+    /// The bridge the tap joins; it must exist with this name on every host.
+    pub bridge: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum VmBoot {
+    Disk,
+    Kernel {
+        kernel: String,
+        initrd: Option<String>,
+        cmdline: String,
+    },
+}
+
+/// A storage pool every host mounts at the same path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Only `dir` for now.
+    pub kind: String,
+    pub path: String,
+}
+
+/// A template new VMs are made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateConfig {
+    pub name: String,
+    pub boot: VmBoot,
+    /// The pool each new VM's disk is created in.
+    pub pool: String,
+    /// A base volume to clone (linked) for each VM's disk; `None` creates an empty disk.
+    #[serde(default)]
+    pub base_volume: Option<String>,
+    pub disk_size_mib: u64,
+    /// Bridge of the VM's network card.
+    pub bridge: String,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+}
+
+fn default_memory_mib() -> u64 {
+    128
+}
+
+fn default_vcpus() -> u32 {
+    1
+}
+
+/// Where a resource is in its lifecycle, as committed by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    #[default]
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    /// Live migration towards `to` in progress; the resource runs on its host until it lands.
+    Migrating { to: String },
+    /// The last operation failed; `last_error` says how.
+    Failed,
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+            Phase::Migrating { .. } => "migrating",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// A resource's committed runtime state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ResourceState {
+    pub phase: Phase,
+    /// Where it runs or is to run.
+    pub host: Option<String>,
+    /// Bumped by every new assignment; agents refuse to act on an older one (second line of defense).
+    pub generation: u64,
+    pub last_error: Option<String>,
+    /// Failures per host.
+    pub fail_counts: BTreeMap<String, u32>,
+}
+
+/// A runtime transition, committed by the leader after an agent reported the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub resource: String,
+    /// The generation the leader acted on; a transition for an older one is refused.
+    pub generation: u64,
+    pub phase: Phase,
+    pub host: Option<String>,
+    /// Whether this transition makes a new assignment (bumps the generation).
+    #[serde(default)]
+    pub new_assignment: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+}

@@ -1,0 +1,174 @@
+//! Validation of configured pools, templates and resources: every refusal names the field.
+
+use crate::config::{ClusterConfig, ConfigError};
+use crate::names::NodeName;
+use crate::resource::{PoolConfig, ResourceConfig, ResourceKind, TemplateConfig, VmBoot, VmConfig};
+
+fn invalid(message: String) -> ConfigError {
+    ConfigError::Invalid(message)
+}
+
+/// Resource, pool, template and volume names follow node-name rules (they become file and process names).
+pub fn name(what: &str, value: &str) -> Result<(), ConfigError> {
+    NodeName::new(value.to_string())
+        .map(|_| ())
+        .map_err(|error| invalid(format!("{what}: {error}")))
+}
+
+fn absolute_path(what: &str, path: &str) -> Result<(), ConfigError> {
+    if !path.starts_with('/') || path.contains("..") || path.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{what} {path:?} must be an absolute path without '..'"
+        )));
+    }
+    Ok(())
+}
+
+pub fn pool(pool: &PoolConfig) -> Result<(), ConfigError> {
+    name("pool name", &pool.name)?;
+    if pool.kind != "dir" {
+        return Err(invalid(format!(
+            "pool {}: kind {:?} is not supported (only dir)",
+            pool.name, pool.kind
+        )));
+    }
+    absolute_path(&format!("pool {} path", pool.name), &pool.path)
+}
+
+fn boot(what: &str, boot: &VmBoot) -> Result<(), ConfigError> {
+    if let VmBoot::Kernel {
+        kernel,
+        initrd,
+        cmdline,
+    } = boot
+    {
+        absolute_path(&format!("{what} kernel"), kernel)?;
+        if let Some(initrd) = initrd {
+            absolute_path(&format!("{what} initrd"), initrd)?;
+        }
+        if cmdline.len() > 2048 || cmdline.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "{what} kernel command line must be at most 2048 printable characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn template(config: &ClusterConfig, template: &TemplateConfig) -> Result<(), ConfigError> {
+    name("template name", &template.name)?;
+    let what = format!("template {}", template.name);
+    if !config.pools.contains_key(&template.pool) {
+        return Err(ConfigError::NotFound(format!(
+            "{what}: unknown pool {:?}",
+            template.pool
+        )));
+    }
+    if let Some(base) = &template.base_volume {
+        name(&format!("{what} base volume"), base)?;
+    }
+    if template.disk_size_mib == 0 || template.disk_size_mib > 16 * 1024 * 1024 {
+        return Err(invalid(format!(
+            "{what}: disk_size_mib must be between 1 and 16777216"
+        )));
+    }
+    memory_and_cpus(&what, template.memory_mib, template.vcpus)?;
+    bridge(&what, &template.bridge)?;
+    boot(&what, &template.boot)
+}
+
+fn memory_and_cpus(what: &str, memory_mib: u64, vcpus: u32) -> Result<(), ConfigError> {
+    if !(32..=4 * 1024 * 1024).contains(&memory_mib) {
+        return Err(invalid(format!(
+            "{what}: memory_mib {memory_mib} must be between 32 and 4194304"
+        )));
+    }
+    if !(1..=256).contains(&vcpus) {
+        return Err(invalid(format!(
+            "{what}: vcpus {vcpus} must be between 1 and 256"
+        )));
+    }
+    Ok(())
+}
+
+fn bridge(what: &str, bridge: &str) -> Result<(), ConfigError> {
+    let valid = !bridge.is_empty()
+        && bridge.len() <= 15
+        && bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !valid {
+        return Err(invalid(format!(
+            "{what}: bridge {bridge:?} is not a valid interface name"
+        )));
+    }
+    Ok(())
+}
+
+fn mac(what: &str, mac: &str) -> Result<(), ConfigError> {
+    let parts: Vec<&str> = mac.split(':').collect();
+    let valid = parts.len() == 6
+        && parts
+            .iter()
+            .all(|part| part.len() == 2 && part.chars().all(|c| c.is_ascii_hexdigit()))
+        && u8::from_str_radix(parts[0], 16).is_ok_and(|first| first & 1 == 0);
+    if !valid {
+        return Err(invalid(format!("{what}: mac {mac:?} is not a unicast MAC address")));
+    }
+    Ok(())
+}
+
+fn vm(config: &ClusterConfig, what: &str, vm: &VmConfig) -> Result<(), ConfigError> {
+    memory_and_cpus(what, vm.memory_mib, vm.vcpus)?;
+    let uuid_ok = vm.uuid.len() == 36
+        && vm.uuid.char_indices().all(|(index, c)| {
+            if [8, 13, 18, 23].contains(&index) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    if !uuid_ok {
+        return Err(invalid(format!("{what}: uuid {:?} is not 8-4-4-4-12 hex", vm.uuid)));
+    }
+    for disk in &vm.disks {
+        if !config.pools.contains_key(&disk.pool) {
+            return Err(ConfigError::NotFound(format!(
+                "{what}: unknown pool {:?}",
+                disk.pool
+            )));
+        }
+        name(&format!("{what} volume"), &disk.volume)?;
+        if disk.format != "qcow2" && disk.format != "raw" {
+            return Err(invalid(format!(
+                "{what}: disk format {:?} must be qcow2 or raw",
+                disk.format
+            )));
+        }
+        if let Some(user) = config.volume_in_use(&disk.pool, &disk.volume) {
+            return Err(ConfigError::Conflict(format!(
+                "{what}: volume {}/{} is already used by {user}",
+                disk.pool, disk.volume
+            )));
+        }
+    }
+    for nic in &vm.nics {
+        mac(what, &nic.mac)?;
+        bridge(what, &nic.bridge)?;
+    }
+    if vm.disks.is_empty() && matches!(vm.boot, VmBoot::Disk) {
+        return Err(invalid(format!("{what}: boots from disk but has no disk")));
+    }
+    boot(what, &vm.boot)
+}
+
+pub fn resource(config: &ClusterConfig, resource: &ResourceConfig) -> Result<(), ConfigError> {
+    name("resource name", &resource.name)?;
+    let what = format!("{} {}", resource.kind.name(), resource.name);
+    if let Some(host) = &resource.preferred_host {
+        name(&format!("{what} preferred host"), host)?;
+    }
+    match &resource.kind {
+        ResourceKind::Vm(config_vm) => vm(config, &what, config_vm),
+    }
+}

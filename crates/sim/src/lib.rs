@@ -1,0 +1,1 @@
+//! hafen's deterministic simulator (being written).
