@@ -65,6 +65,15 @@ const RETRY_BACKOFF: Duration = Duration::from_secs(5);
 /// Failures on one host after which the resource is started elsewhere.
 const FAILURES_BEFORE_RELOCATION: u32 = 3;
 
+/// Where a migration goes and under which assignment.
+#[derive(Debug, Clone, Copy)]
+struct Route<'a> {
+    source: &'a str,
+    target: &'a str,
+    generation: u64,
+    bandwidth_bytes_per_second: u64,
+}
+
 /// Runs on every node; acts only while its replica leads.
 pub struct Orchestrator {
     replica: Replica,
@@ -73,6 +82,8 @@ pub struct Orchestrator {
     local_name: String,
     liveness: Arc<Liveness>,
     busy: Mutex<BTreeSet<String>>,
+    /// Woken whenever a slot is released, for operations queued behind it.
+    released: Arc<tokio::sync::Notify>,
     last_attempt: Mutex<BTreeMap<String, Instant>>,
 }
 
@@ -85,14 +96,19 @@ impl std::fmt::Debug for Orchestrator {
 /// Releases a resource's operation slot when the operation ends, however it ends.
 struct Slot<'a> {
     busy: &'a Mutex<BTreeSet<String>>,
+    released: &'a tokio::sync::Notify,
     name: String,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.busy.lock().expect("busy lock poisoned").remove(&self.name);
+        self.released.notify_waiters();
     }
 }
+
+/// How long an operator's request waits for another operation on the same resource.
+const QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -121,6 +137,7 @@ impl Orchestrator {
             local_name,
             liveness,
             busy: Mutex::new(BTreeSet::new()),
+            released: Arc::new(tokio::sync::Notify::new()),
             last_attempt: Mutex::new(BTreeMap::new()),
         }
     }
@@ -129,12 +146,33 @@ impl Orchestrator {
         &self.local
     }
 
+    /// Takes the resource's operation slot, or fails at once if another operation holds it.
     fn claim(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
         let mut busy = self.busy.lock().expect("busy lock poisoned");
         if !busy.insert(name.to_string()) {
             return Err(OrchestratorError::Conflict(format!("an operation on {name} is in progress")));
         }
-        Ok(Slot { busy: &self.busy, name: name.to_string() })
+        Ok(Slot { busy: &self.busy, released: &self.released, name: name.to_string() })
+    }
+
+    /// Takes the resource's slot, waiting (bounded) behind an operation that holds it.
+    async fn claim_queued(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
+        let deadline = tokio::time::Instant::now() + QUEUE_TIMEOUT;
+        loop {
+            // Register for the wake-up before trying, so a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Ok(slot) = self.claim(name) {
+                return Ok(slot);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(OrchestratorError::Conflict(format!(
+                    "another operation on {name} did not finish within {} s",
+                    QUEUE_TIMEOUT.as_secs()
+                )));
+            }
+        }
     }
 
     async fn state(&self) -> Result<ClusterState, OrchestratorError> {
@@ -233,7 +271,7 @@ impl Orchestrator {
 
     /// Starts a resource and waits until it runs (or fails).
     pub async fn start(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
-        let _slot = self.claim(name)?;
+        let _slot = self.claim_queued(name).await?;
         self.start_claimed(name).await
     }
 
@@ -290,7 +328,7 @@ impl Orchestrator {
 
     /// Stops a resource (ACPI power-down, then quit, then kill) and waits until it is stopped.
     pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
-        let _slot = self.claim(name)?;
+        let _slot = self.claim_queued(name).await?;
         self.stop_claimed(name).await
     }
 
@@ -338,9 +376,14 @@ impl Orchestrator {
     }
 
     /// Live-migrates a running VM to `to` (or the best other host); on failure it keeps running on its source.
-    pub async fn migrate(&self, name: &str, to: Option<&str>) -> Result<MigrationFigures, OrchestratorError> {
+    pub async fn migrate(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        bandwidth_bytes_per_second: u64,
+    ) -> Result<MigrationFigures, OrchestratorError> {
         let started = Instant::now();
-        let _slot = self.claim(name)?;
+        let _slot = self.claim_queued(name).await?;
         let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
@@ -378,7 +421,8 @@ impl Orchestrator {
         })
         .await?;
         let pools = state.config.pools.clone();
-        let result = self.migrate_steps(&state, name, &vm, &pools, &source, &target, generation).await;
+        let route = Route { source: &source, target: &target, generation, bandwidth_bytes_per_second };
+        let result = self.migrate_steps(&state, name, &vm, &pools, route).await;
         match result {
             Ok(report) => {
                 self.commit(Transition {
@@ -417,17 +461,15 @@ impl Orchestrator {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn migrate_steps(
         &self,
         state: &ClusterState,
         name: &str,
         vm: &VmConfig,
         pools: &Pools,
-        source: &str,
-        target: &str,
-        generation: u64,
+        route: Route<'_>,
     ) -> Result<AgentAnswer, String> {
+        let Route { source, target, generation, bandwidth_bytes_per_second } = route;
         let timeout = Duration::from_millis(MIGRATION_TIMEOUT_MS);
         let expect_done = |answer: Result<AgentAnswer, OrchestratorError>| match answer {
             Ok(AgentAnswer::Done) => Ok(()),
@@ -450,7 +492,7 @@ impl Orchestrator {
         let outgoing = AgentRequest::MigrateOutgoing {
             name: name.to_string(),
             target: address,
-            max_bandwidth_bytes_per_second: 1 << 30,
+            max_bandwidth_bytes_per_second: bandwidth_bytes_per_second,
             downtime_limit_ms: 300,
             timeout_ms: MIGRATION_TIMEOUT_MS,
             pools: pools.clone(),
@@ -492,7 +534,7 @@ impl Orchestrator {
             }
             let runtime = state.runtime.get(name).cloned().unwrap_or_default();
             let result = match (resource.target_role, &runtime.phase) {
-                (TargetRole::Started, Phase::Stopped) => self.start(name).await.map(|_| ()),
+                (TargetRole::Started, Phase::Stopped) => self.try_start(name).await,
                 (TargetRole::Started, Phase::Failed) => {
                     let recent = self
                         .last_attempt
@@ -500,14 +542,14 @@ impl Orchestrator {
                         .expect("lock poisoned")
                         .get(name)
                         .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-                    if recent { Ok(()) } else { self.start(name).await.map(|_| ()) }
+                    if recent { Ok(()) } else { self.try_start(name).await }
                 }
                 (TargetRole::Started, Phase::Running) => match &runtime.host {
                     Some(host) if online.contains(host) => self.check_running(&state, name, host, &runtime).await,
                     // Recovery of a vanished host's resources waits for fencing (I2).
                     _ => Ok(()),
                 },
-                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => self.stop(name).await,
+                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => self.try_stop(name).await,
                 (_, Phase::Starting | Phase::Stopping | Phase::Migrating { .. }) => self.settle(&state, name, &runtime).await,
                 _ => Ok(()),
             };
@@ -515,6 +557,17 @@ impl Orchestrator {
                 tracing::info!(resource = %name, %error, "reconciliation step failed");
             }
         }
+    }
+
+    /// Starts unless an operator's operation holds the resource (the next pass retries).
+    async fn try_start(&self, name: &str) -> Result<(), OrchestratorError> {
+        let _slot = self.claim(name)?;
+        self.start_claimed(name).await.map(|_| ())
+    }
+
+    async fn try_stop(&self, name: &str) -> Result<(), OrchestratorError> {
+        let _slot = self.claim(name)?;
+        self.stop_claimed(name).await
     }
 
     /// A running VM whose process vanished is marked failed (and restarted by the next pass).

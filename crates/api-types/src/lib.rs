@@ -286,6 +286,9 @@ pub struct VmInfo {
 pub struct MigrateRequest {
     /// The destination; default: the best other host.
     pub to: Option<String>,
+    /// Bandwidth cap of the transfer in MiB/s; default: 1024.
+    #[serde(default)]
+    pub bandwidth_mib_per_second: Option<u64>,
 }
 
 /// What a live migration measured.

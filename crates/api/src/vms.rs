@@ -229,7 +229,11 @@ pub(crate) async fn migrate_vm(
     Path(name): Path<String>,
     Json(request): Json<MigrateRequest>,
 ) -> ApiResult<MigrationResult> {
-    let figures = context.orchestrator.migrate(&name, request.to.as_deref()).await?;
+    if request.bandwidth_mib_per_second == Some(0) {
+        return Err(ApiError::Invalid("bandwidth_mib_per_second must be at least 1".to_string()));
+    }
+    let bandwidth = request.bandwidth_mib_per_second.unwrap_or(1024).saturating_mul(1024 * 1024);
+    let figures = context.orchestrator.migrate(&name, request.to.as_deref(), bandwidth).await?;
     Ok(Json(MigrationResult {
         from: figures.from,
         to: figures.to,

@@ -394,8 +394,8 @@ async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
         VmCommand::Start { name } => show(&client.vm_action(&name, "start").await?),
         VmCommand::Stop { name } => show(&client.vm_action(&name, "stop").await?),
         VmCommand::Restart { name } => show(&client.vm_action(&name, "restart").await?),
-        VmCommand::Migrate { name, to } => {
-            let result = client.migrate_vm(&name, to.as_deref()).await?;
+        VmCommand::Migrate { name, to, bandwidth } => {
+            let result = client.migrate_vm(&name, to.as_deref(), bandwidth).await?;
             if json {
                 print_json(&result)
             } else {

@@ -157,6 +157,9 @@ pub enum VmCommand {
         name: String,
         #[arg(long)]
         to: Option<String>,
+        /// Bandwidth cap in MiB/s (default 1024).
+        #[arg(long)]
+        bandwidth: Option<u64>,
     },
     /// Delete a stopped VM and its disks.
     Delete { name: String },

@@ -369,8 +369,14 @@ impl Client {
         self.call(Method::POST, &format!("/api/v1/vms/{}/{action}", encode(name)), None).await
     }
 
-    pub async fn migrate_vm(&self, name: &str, to: Option<&str>) -> Result<MigrationResult, ClientError> {
-        let body = serde_json::to_value(MigrateRequest { to: to.map(str::to_string) }).expect("serializes");
+    pub async fn migrate_vm(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        bandwidth_mib_per_second: Option<u64>,
+    ) -> Result<MigrationResult, ClientError> {
+        let request = MigrateRequest { to: to.map(str::to_string), bandwidth_mib_per_second };
+        let body = serde_json::to_value(request).expect("serializes");
         self.call(Method::POST, &format!("/api/v1/vms/{}/migrate", encode(name)), Some(body)).await
     }
 

@@ -896,68 +896,8 @@ impl ClusterController {
         }
     }
 
-    /// The scheduler's input, built from the committed snapshot.
-    fn view(&self) -> ClusterView {
-        let snapshot = self.snapshot();
-        let mut view = ClusterView {
-            options: snapshot.options.clone(),
-            hosts: Vec::new(),
-            resources: Vec::new(),
-            groups: snapshot.groups.clone(),
-            clones: snapshot.clones.clone(),
-            constraints: snapshot.constraints.clone(),
-            failover_domains: snapshot.failover_domains.clone(),
-        };
-        if view.options.default_migration_threshold.is_none() {
-            view.options.default_migration_threshold =
-                Some(self.config.fallback_migration_threshold);
-        }
-        for host in snapshot.members() {
-            let state = match (&host.fencing, host.mode) {
-                (FencingState::Unclean { .. }, _) => HostState::Unclean,
-                (FencingState::Fenced { .. }, _) => HostState::Fenced,
-                (FencingState::None, HostMode::Online) => HostState::Online,
-                (FencingState::None, HostMode::Standby) => HostState::Standby,
-                (FencingState::None, HostMode::Maintenance) => HostState::Maintenance,
-            };
-            view.hosts.push(Host {
-                name: host.name.clone(),
-                state,
-                attributes: host.attributes.clone(),
-                capacity: host.capacity.clone(),
-            });
-        }
-        for record in &snapshot.resources {
-            let mut resource = record.config.clone();
-            resource.instances = record
-                .assignments
-                .iter()
-                // The destination half of a migration is not where it runs yet.
-                .filter(|assignment| !matches!(assignment.phase, Phase::MigratingFrom { .. }))
-                .map(|assignment| Instance {
-                    host: assignment.host.clone(),
-                    promoted: assignment.promoted,
-                    failed: assignment.phase == Phase::Failed,
-                })
-                .collect();
-            for (host, count) in &record.config.fail_counts {
-                if count.count == FAIL_COUNT_INFINITY {
-                    view.constraints.locations.push(Location {
-                        id: format!("fail-count-{}-{host}", record.config.name),
-                        resource: record.config.name.clone(),
-                        host: Some(host.clone()),
-                        score: Some(Score::new(-hafen_scheduler::INFINITY)),
-                        ..Location::default()
-                    });
-                }
-            }
-            view.resources.push(resource);
-        }
-        view
-    }
-
     fn run_plan(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
-        let view = self.view();
+        let view = scheduler_view(self.snapshot(), &self.config);
         let request = Request {
             now_ms,
             include_scores: false,
@@ -1069,6 +1009,66 @@ impl ClusterController {
             })
             .count()
     }
+}
+
+/// The scheduler's input, built from the committed snapshot: host states from mode and fencing,
+/// instances from assignments, a -INFINITY location for every fail count at INFINITY.
+pub fn scheduler_view(snapshot: &ClusterSnapshot, config: &ControllerConfig) -> ClusterView {
+    let mut view = ClusterView {
+        options: snapshot.options.clone(),
+        hosts: Vec::new(),
+        resources: Vec::new(),
+        groups: snapshot.groups.clone(),
+        clones: snapshot.clones.clone(),
+        constraints: snapshot.constraints.clone(),
+        failover_domains: snapshot.failover_domains.clone(),
+    };
+    if view.options.default_migration_threshold.is_none() {
+        view.options.default_migration_threshold =
+            Some(config.fallback_migration_threshold);
+    }
+    for host in snapshot.members() {
+        let state = match (&host.fencing, host.mode) {
+            (FencingState::Unclean { .. }, _) => HostState::Unclean,
+            (FencingState::Fenced { .. }, _) => HostState::Fenced,
+            (FencingState::None, HostMode::Online) => HostState::Online,
+            (FencingState::None, HostMode::Standby) => HostState::Standby,
+            (FencingState::None, HostMode::Maintenance) => HostState::Maintenance,
+        };
+        view.hosts.push(Host {
+            name: host.name.clone(),
+            state,
+            attributes: host.attributes.clone(),
+            capacity: host.capacity.clone(),
+        });
+    }
+    for record in &snapshot.resources {
+        let mut resource = record.config.clone();
+        resource.instances = record
+            .assignments
+            .iter()
+            // The destination half of a migration is not where it runs yet.
+            .filter(|assignment| !matches!(assignment.phase, Phase::MigratingFrom { .. }))
+            .map(|assignment| Instance {
+                host: assignment.host.clone(),
+                promoted: assignment.promoted,
+                failed: assignment.phase == Phase::Failed,
+            })
+            .collect();
+        for (host, count) in &record.config.fail_counts {
+            if count.count == FAIL_COUNT_INFINITY {
+                view.constraints.locations.push(Location {
+                    id: format!("fail-count-{}-{host}", record.config.name),
+                    resource: record.config.name.clone(),
+                    host: Some(host.clone()),
+                    score: Some(Score::new(-hafen_scheduler::INFINITY)),
+                    ..Location::default()
+                });
+            }
+        }
+        view.resources.push(resource);
+    }
+    view
 }
 
 /// What an operation's outcome commits.

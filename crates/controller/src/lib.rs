@@ -23,7 +23,7 @@ mod node;
 mod state;
 mod types;
 
-pub use leader::{Action, ClusterController, ControllerConfig};
+pub use leader::{Action, ClusterController, ControllerConfig, scheduler_view};
 pub use node::{
     CommandId, DriverCommand, DriverKind, DriverOutcome, NodeAction, NodeConfig, NodeController,
 };

@@ -393,12 +393,9 @@ impl NodeController {
                     _ => {}
                 }
             }
-            if local.state != LocalState::Failed && local.generation != operation.generation {
-                return self.refuse(
-                    &operation,
-                    format!("generation {} runs here", local.generation),
-                    actions,
-                );
+            let running = local.generation;
+            if local.state != LocalState::Failed && running != operation.generation {
+                return self.refuse(&operation, format!("generation {running} runs here"), actions);
             }
         }
         self.remember(&resource, operation.generation);
@@ -480,14 +477,16 @@ impl NodeController {
             && previous.kind != OperationKind::Stop
         {
             // The start or migration it replaces never answers now.
-            self.reply(
-                &previous,
-                Outcome::Failure {
+            actions.push(NodeAction::ReportResult(OperationResult {
+                action_id: previous.action_id,
+                host: self.host.clone(),
+                resource: previous.resource.clone(),
+                generation: previous.generation,
+                outcome: Outcome::Failure {
                     severity: Severity::Soft,
                     message: "cancelled by a stop".to_string(),
                 },
-                actions,
-            );
+            }));
         }
         local.state = LocalState::Stopping;
         local.monitor_deadline_ms = None;
@@ -572,7 +571,7 @@ impl NodeController {
             return;
         }
         let operation = local.operation.take();
-        let mut report = |outcome: Outcome, actions: &mut Vec<NodeAction>| {
+        let report = |outcome: Outcome, actions: &mut Vec<NodeAction>| {
             if let Some(operation) = &operation {
                 actions.push(NodeAction::ReportResult(OperationResult {
                     action_id: operation.action_id,

@@ -1,0 +1,7 @@
+//! Real-process tests of hafen: daemons and QEMU guests on this machine, hosts as network namespaces.
+//!
+//! The tests share the machine's two cores and the namespace names, so they run one at a time.
+
+mod cluster;
+mod support;
+mod vms;
