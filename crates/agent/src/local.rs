@@ -2,8 +2,8 @@
 
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
 use hafen_driver_api::hypervisor::{
-    BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration, StopRequest,
-    VmSpec, VmState,
+    BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration,
+    StopRequest, VmSpec, VmState,
 };
 use hafen_driver_api::storage::{CreateVolume, StoragePool, VolumeFormat};
 use hafen_driver_qemu::{DirPool, QemuConfig, QemuDriver};
@@ -19,8 +19,14 @@ use tokio::sync::Mutex;
 pub enum AgentError {
     #[error("{0}")]
     Driver(String),
-    #[error("refusing {name}: assignment generation {requested} is older than {seen}, already seen here")]
-    StaleGeneration { name: String, requested: u64, seen: u64 },
+    #[error(
+        "refusing {name}: assignment generation {requested} is older than {seen}, already seen here"
+    )]
+    StaleGeneration {
+        name: String,
+        requested: u64,
+        seen: u64,
+    },
     #[error("unknown pool {0:?}")]
     UnknownPool(String),
 }
@@ -63,7 +69,11 @@ pub fn vm_spec(name: &str, vm: &VmConfig) -> VmSpec {
             .map(|disk| DiskSpec {
                 pool: disk.pool.clone(),
                 volume: disk.volume.clone(),
-                format: if disk.format == "raw" { VolumeFormat::Raw } else { VolumeFormat::Qcow2 },
+                format: if disk.format == "raw" {
+                    VolumeFormat::Raw
+                } else {
+                    VolumeFormat::Qcow2
+                },
                 bus: DiskBus::Virtio,
                 // Shared directories may live on tmpfs in tests; writeback works everywhere
                 // and QEMU flushes on migration hand-over.
@@ -75,12 +85,18 @@ pub fn vm_spec(name: &str, vm: &VmConfig) -> VmSpec {
             .iter()
             .map(|nic| NicSpec {
                 mac: nic.mac.clone(),
-                backend: NicBackend::Tap { bridge: nic.bridge.clone() },
+                backend: NicBackend::Tap {
+                    bridge: nic.bridge.clone(),
+                },
             })
             .collect(),
         boot: match &vm.boot {
             VmBoot::Disk => BootSpec::Disk,
-            VmBoot::Kernel { kernel, initrd, cmdline } => BootSpec::Kernel {
+            VmBoot::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+            } => BootSpec::Kernel {
                 kernel: PathBuf::from(kernel),
                 initrd: initrd.as_ref().map(PathBuf::from),
                 cmdline: cmdline.clone(),
@@ -103,7 +119,9 @@ fn state_name(state: VmState) -> &'static str {
 }
 
 fn failed(error: impl std::fmt::Display) -> AgentAnswer {
-    AgentAnswer::Failed { error: error.to_string() }
+    AgentAnswer::Failed {
+        error: error.to_string(),
+    }
 }
 
 impl Agent {
@@ -119,8 +137,10 @@ impl Agent {
 
     /// The driver for `pools`, made on first use and remade when the pool set changes.
     async fn driver(&self, pools: &Pools) -> Result<Arc<QemuDriver>, AgentError> {
-        let wanted: BTreeMap<String, String> =
-            pools.values().map(|pool| (pool.name.clone(), pool.path.clone())).collect();
+        let wanted: BTreeMap<String, String> = pools
+            .values()
+            .map(|pool| (pool.name.clone(), pool.path.clone()))
+            .collect();
         let mut loaded = self.loaded.lock().await;
         if let Some(current) = loaded.as_ref()
             && current.pools == wanted
@@ -131,7 +151,8 @@ impl Agent {
         *loaded = None;
         let mut dir_pools = Vec::new();
         for (name, path) in &wanted {
-            std::fs::create_dir_all(path).map_err(|error| AgentError::Driver(format!("pool {name} at {path}: {error}")))?;
+            std::fs::create_dir_all(path)
+                .map_err(|error| AgentError::Driver(format!("pool {name} at {path}: {error}")))?;
             dir_pools.push(
                 DirPool::new(name, Path::new(path), Path::new("qemu-img"))
                     .map_err(|error| AgentError::Driver(error.to_string()))?,
@@ -142,7 +163,10 @@ impl Agent {
                 .await
                 .map_err(|error| AgentError::Driver(error.to_string()))?,
         );
-        *loaded = Some(Loaded { pools: wanted, driver: driver.clone() });
+        *loaded = Some(Loaded {
+            pools: wanted,
+            driver: driver.clone(),
+        });
         Ok(driver)
     }
 
@@ -170,7 +194,10 @@ impl Agent {
     /// Adopts every VM left running by an earlier daemon on this node, so it is managed again.
     pub async fn adopt_all(&self, pools: &Pools) -> Result<Vec<String>, AgentError> {
         let driver = self.driver(pools).await?;
-        let names = driver.list().await.map_err(|error| AgentError::Driver(error.to_string()))?;
+        let names = driver
+            .list()
+            .await
+            .map_err(|error| AgentError::Driver(error.to_string()))?;
         for name in &names {
             if let Err(error) = driver.adopt(name).await {
                 tracing::warn!(vm = %name, %error, "adoption failed");
@@ -181,7 +208,9 @@ impl Agent {
 
     /// Kills every VM of this node at once (self-fencing); needs no adoption.
     pub async fn kill_all(&self, pools: &Pools) -> Vec<String> {
-        let Ok(driver) = self.driver(pools).await else { return Vec::new() };
+        let Ok(driver) = self.driver(pools).await else {
+            return Vec::new();
+        };
         let names = driver.list().await.unwrap_or_default();
         for name in &names {
             let _ = driver.kill(name).await;
@@ -200,40 +229,80 @@ impl Agent {
     async fn perform(&self, request: AgentRequest) -> Result<AgentAnswer, AgentError> {
         let driver_error = |error: &dyn std::fmt::Display| AgentError::Driver(error.to_string());
         Ok(match request {
-            AgentRequest::Start { name, generation, vm, pools } => {
+            AgentRequest::Start {
+                name,
+                generation,
+                vm,
+                pools,
+            } => {
                 self.check_generation(&name, generation)?;
                 let driver = self.driver(&pools).await?;
-                let status = driver.start(&vm_spec(&name, &vm)).await.map_err(|e| driver_error(&e))?;
-                AgentAnswer::Vm { state: state_name(status.state).to_string(), pid: status.pid }
+                let status = driver
+                    .start(&vm_spec(&name, &vm))
+                    .await
+                    .map_err(|e| driver_error(&e))?;
+                AgentAnswer::Vm {
+                    state: state_name(status.state).to_string(),
+                    pid: status.pid,
+                }
             }
-            AgentRequest::Stop { name, timeout_ms, pools } => {
+            AgentRequest::Stop {
+                name,
+                timeout_ms,
+                pools,
+            } => {
                 let driver = self.driver(&pools).await?;
                 // Adopt first: a VM started by an earlier daemon is stopped gracefully too.
                 let _ = driver.adopt(&name).await;
-                driver.stop(&name, StopRequest { timeout_ms }).await.map_err(|e| driver_error(&e))?;
+                driver
+                    .stop(&name, StopRequest { timeout_ms })
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
             AgentRequest::Kill { name, pools } => {
-                self.driver(&pools).await?.kill(&name).await.map_err(|e| driver_error(&e))?;
+                self.driver(&pools)
+                    .await?
+                    .kill(&name)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
             AgentRequest::Status { name, pools } => {
                 let driver = self.driver(&pools).await?;
                 let _ = driver.adopt(&name).await;
                 let status = driver.status(&name).await.map_err(|e| driver_error(&e))?;
-                AgentAnswer::Vm { state: state_name(status.state).to_string(), pid: status.pid }
+                AgentAnswer::Vm {
+                    state: state_name(status.state).to_string(),
+                    pid: status.pid,
+                }
             }
-            AgentRequest::PrepareIncoming { name, generation, vm, pools } => {
+            AgentRequest::PrepareIncoming {
+                name,
+                generation,
+                vm,
+                pools,
+            } => {
                 self.check_generation(&name, generation)?;
                 let driver = self.driver(&pools).await?;
                 let incoming = driver
                     .prepare_incoming(&vm_spec(&name, &vm), SocketAddr::new(self.migration_ip, 0))
                     .await
                     .map_err(|e| driver_error(&e))?;
-                AgentAnswer::Incoming { address: incoming.address }
+                AgentAnswer::Incoming {
+                    address: incoming.address,
+                }
             }
-            AgentRequest::AwaitIncoming { name, timeout_ms, pools } => {
-                self.driver(&pools).await?.await_incoming(&name, timeout_ms).await.map_err(|e| driver_error(&e))?;
+            AgentRequest::AwaitIncoming {
+                name,
+                timeout_ms,
+                pools,
+            } => {
+                self.driver(&pools)
+                    .await?
+                    .await_incoming(&name, timeout_ms)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
             AgentRequest::MigrateOutgoing {
@@ -249,14 +318,24 @@ impl Agent {
                 driver
                     .migrate_outgoing(
                         &name,
-                        OutgoingMigration { target, max_bandwidth_bytes_per_second, downtime_limit_ms, timeout_ms },
+                        OutgoingMigration {
+                            target,
+                            max_bandwidth_bytes_per_second,
+                            downtime_limit_ms,
+                            timeout_ms,
+                        },
                     )
                     .await
                     .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
             AgentRequest::CompleteOutgoing { name, pools } => {
-                let report = self.driver(&pools).await?.complete_outgoing(&name).await.map_err(|e| driver_error(&e))?;
+                let report = self
+                    .driver(&pools)
+                    .await?
+                    .complete_outgoing(&name)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Migrated {
                     total_time_ms: report.total_time_ms,
                     downtime_ms: report.downtime_ms,
@@ -264,19 +343,37 @@ impl Agent {
                 }
             }
             AgentRequest::AbortOutgoing { name, pools } => {
-                self.driver(&pools).await?.abort_outgoing(&name).await.map_err(|e| driver_error(&e))?;
+                self.driver(&pools)
+                    .await?
+                    .abort_outgoing(&name)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
-            AgentRequest::CreateVolume { pool, volume, size_mib, base, pools } => {
+            AgentRequest::CreateVolume {
+                pool,
+                volume,
+                size_mib,
+                base,
+                pools,
+            } => {
                 let pool = self.pool(&pools, &pool)?;
                 match base {
                     Some(base) => {
-                        pool.clone_linked(&base, &volume).await.map_err(|e| driver_error(&e))?;
+                        pool.clone_linked(&base, &volume)
+                            .await
+                            .map_err(|e| driver_error(&e))?;
                         let bytes = size_mib * 1024 * 1024;
                         let info = pool.list().await.map_err(|e| driver_error(&e))?;
-                        let current = info.iter().find(|v| v.name == volume).map(|v| v.size_bytes).unwrap_or(0);
+                        let current = info
+                            .iter()
+                            .find(|v| v.name == volume)
+                            .map(|v| v.size_bytes)
+                            .unwrap_or(0);
                         if bytes > current {
-                            pool.resize(&volume, bytes).await.map_err(|e| driver_error(&e))?;
+                            pool.resize(&volume, bytes)
+                                .await
+                                .map_err(|e| driver_error(&e))?;
                         }
                     }
                     None => {
@@ -291,17 +388,28 @@ impl Agent {
                 }
                 AgentAnswer::Done
             }
-            AgentRequest::DeleteVolume { pool, volume, pools } => {
-                self.pool(&pools, &pool)?.delete(&volume).await.map_err(|e| driver_error(&e))?;
+            AgentRequest::DeleteVolume {
+                pool,
+                volume,
+                pools,
+            } => {
+                self.pool(&pools, &pool)?
+                    .delete(&volume)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Done
             }
         })
     }
 
     fn pool(&self, pools: &Pools, name: &str) -> Result<DirPool, AgentError> {
-        let config = pools.get(name).ok_or_else(|| AgentError::UnknownPool(name.to_string()))?;
-        std::fs::create_dir_all(&config.path)
-            .map_err(|error| AgentError::Driver(format!("pool {name} at {}: {error}", config.path)))?;
-        DirPool::new(name, Path::new(&config.path), Path::new("qemu-img")).map_err(|error| AgentError::Driver(error.to_string()))
+        let config = pools
+            .get(name)
+            .ok_or_else(|| AgentError::UnknownPool(name.to_string()))?;
+        std::fs::create_dir_all(&config.path).map_err(|error| {
+            AgentError::Driver(format!("pool {name} at {}: {error}", config.path))
+        })?;
+        DirPool::new(name, Path::new(&config.path), Path::new("qemu-img"))
+            .map_err(|error| AgentError::Driver(error.to_string()))
     }
 }

@@ -38,7 +38,9 @@ impl From<Rejection> for OrchestratorError {
         match rejection {
             Rejection::NotFound(message) => OrchestratorError::NotFound(message),
             Rejection::Conflict(message) => OrchestratorError::Conflict(message),
-            Rejection::Invalid(message) | Rejection::Unauthorized(message) => OrchestratorError::Invalid(message),
+            Rejection::Invalid(message) | Rejection::Unauthorized(message) => {
+                OrchestratorError::Invalid(message)
+            }
         }
     }
 }
@@ -54,6 +56,33 @@ pub struct MigrationFigures {
     pub transferred_bytes: u64,
     /// From the request to the committed new assignment.
     pub orchestration_total_ms: u64,
+    /// Milliseconds spent in each step, in order.
+    pub step_ms: Vec<(String, u64)>,
+}
+
+/// Records how long each step of an operation took.
+#[derive(Debug)]
+struct Steps {
+    last: Instant,
+    steps: Vec<(String, u64)>,
+}
+
+impl Steps {
+    fn new() -> Self {
+        Self {
+            last: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, step: &str) {
+        let now = Instant::now();
+        self.steps.push((
+            step.to_string(),
+            u64::try_from((now - self.last).as_millis()).unwrap_or(u64::MAX),
+        ));
+        self.last = now;
+    }
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -102,7 +131,10 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.busy.lock().expect("busy lock poisoned").remove(&self.name);
+        self.busy
+            .lock()
+            .expect("busy lock poisoned")
+            .remove(&self.name);
         self.released.notify_waiters();
     }
 }
@@ -118,7 +150,11 @@ fn now_ms() -> u64 {
 }
 
 fn request_id() -> String {
-    format!("orchestrator-{}-{}", now_ms(), std::process::id() ^ rand_suffix())
+    format!(
+        "orchestrator-{}-{}",
+        now_ms(),
+        std::process::id() ^ rand_suffix()
+    )
 }
 
 fn rand_suffix() -> u32 {
@@ -129,7 +165,13 @@ fn rand_suffix() -> u32 {
 }
 
 impl Orchestrator {
-    pub fn new(replica: Replica, peer: PeerClient, local: Arc<Agent>, local_name: String, liveness: Arc<Liveness>) -> Self {
+    pub fn new(
+        replica: Replica,
+        peer: PeerClient,
+        local: Arc<Agent>,
+        local_name: String,
+        liveness: Arc<Liveness>,
+    ) -> Self {
         Self {
             replica,
             peer,
@@ -150,9 +192,15 @@ impl Orchestrator {
     fn claim(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
         let mut busy = self.busy.lock().expect("busy lock poisoned");
         if !busy.insert(name.to_string()) {
-            return Err(OrchestratorError::Conflict(format!("an operation on {name} is in progress")));
+            return Err(OrchestratorError::Conflict(format!(
+                "an operation on {name} is in progress"
+            )));
         }
-        Ok(Slot { busy: &self.busy, released: &self.released, name: name.to_string() })
+        Ok(Slot {
+            busy: &self.busy,
+            released: &self.released,
+            name: name.to_string(),
+        })
     }
 
     /// Takes the resource's slot, waiting (bounded) behind an operation that holds it.
@@ -191,7 +239,9 @@ impl Orchestrator {
             .nodes
             .values()
             .filter(|node| node.role == NodeRole::Member)
-            .filter(|node| node.name.as_str() == self.local_name || self.liveness.check(node.node_id, now).0)
+            .filter(|node| {
+                node.name.as_str() == self.local_name || self.liveness.check(node.node_id, now).0
+            })
             .map(|node| node.name.to_string())
             .collect()
     }
@@ -204,14 +254,22 @@ impl Orchestrator {
         };
         match self.replica.write(envelope).await {
             Ok(Ok(hafen_model::Outcome::Transitioned { generation })) => Ok(generation),
-            Ok(Ok(other)) => Err(OrchestratorError::Unavailable(format!("unexpected outcome {other:?}"))),
+            Ok(Ok(other)) => Err(OrchestratorError::Unavailable(format!(
+                "unexpected outcome {other:?}"
+            ))),
             Ok(Err(rejection)) => Err(rejection.into()),
             Err(error) => Err(OrchestratorError::Unavailable(format!("{error}; retry"))),
         }
     }
 
     /// Sends a request to `host`'s agent (in-process for this node).
-    pub async fn call(&self, state: &ClusterState, host: &str, request: AgentRequest, timeout: Duration) -> Result<AgentAnswer, OrchestratorError> {
+    pub async fn call(
+        &self,
+        state: &ClusterState,
+        host: &str,
+        request: AgentRequest,
+        timeout: Duration,
+    ) -> Result<AgentAnswer, OrchestratorError> {
         if host == self.local_name {
             return Ok(self.local.handle(request).await);
         }
@@ -223,10 +281,17 @@ impl Orchestrator {
         let body = serde_json::to_vec(&request).expect("agent requests serialize");
         let reply = self
             .peer
-            .post(&node.address, "/internal/agent", body, timeout + AGENT_CALL_MARGIN)
+            .post(
+                &node.address,
+                "/internal/agent",
+                body,
+                timeout + AGENT_CALL_MARGIN,
+            )
             .await
             .map_err(|error| OrchestratorError::Failed(format!("agent on {host}: {error}")))?;
-        serde_json::from_slice(&reply).map_err(|error| OrchestratorError::Failed(format!("agent on {host} answered garbage: {error}")))
+        serde_json::from_slice(&reply).map_err(|error| {
+            OrchestratorError::Failed(format!("agent on {host} answered garbage: {error}"))
+        })
     }
 
     fn vm_of(state: &ClusterState, name: &str) -> Result<VmConfig, OrchestratorError> {
@@ -243,12 +308,22 @@ impl Orchestrator {
     /// Where a resource without a usable host should start: its preferred host, else the
     /// online member with the fewest assigned resources (ties: lowest name), avoiding hosts
     /// where it failed repeatedly.
-    fn choose_host(state: &ClusterState, name: &str, online: &BTreeSet<String>, exclude: Option<&str>) -> Option<String> {
+    fn choose_host(
+        state: &ClusterState,
+        name: &str,
+        online: &BTreeSet<String>,
+        exclude: Option<&str>,
+    ) -> Option<String> {
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let usable = |host: &String| {
-            Some(host.as_str()) != exclude && runtime.fail_counts.get(host).copied().unwrap_or(0) < FAILURES_BEFORE_RELOCATION
+            Some(host.as_str()) != exclude
+                && runtime.fail_counts.get(host).copied().unwrap_or(0) < FAILURES_BEFORE_RELOCATION
         };
-        if let Some(preferred) = state.config.resources.get(name).and_then(|resource| resource.preferred_host.clone())
+        if let Some(preferred) = state
+            .config
+            .resources
+            .get(name)
+            .and_then(|resource| resource.preferred_host.clone())
             && online.contains(&preferred)
             && usable(&preferred)
         {
@@ -280,16 +355,26 @@ impl Orchestrator {
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let online = self.online_members(&state);
-        if runtime.phase == Phase::Running && runtime.host.as_ref().is_some_and(|host| online.contains(host)) {
+        if runtime.phase == Phase::Running
+            && runtime
+                .host
+                .as_ref()
+                .is_some_and(|host| online.contains(host))
+        {
             return Ok(runtime);
         }
         let keep = runtime.phase != Phase::Failed
-            && runtime.host.as_ref().is_some_and(|host| online.contains(host) && runtime.fail_counts.get(host).copied().unwrap_or(0) < FAILURES_BEFORE_RELOCATION);
+            && runtime.host.as_ref().is_some_and(|host| {
+                online.contains(host)
+                    && runtime.fail_counts.get(host).copied().unwrap_or(0)
+                        < FAILURES_BEFORE_RELOCATION
+            });
         let host = if keep {
             runtime.host.clone().expect("checked above")
         } else {
-            Self::choose_host(&state, name, &online, None)
-                .ok_or_else(|| OrchestratorError::Conflict(format!("no online member can run {name}")))?
+            Self::choose_host(&state, name, &online, None).ok_or_else(|| {
+                OrchestratorError::Conflict(format!("no online member can run {name}"))
+            })?
         };
         let generation = self
             .commit(Transition {
@@ -301,12 +386,24 @@ impl Orchestrator {
                 error: None,
             })
             .await?;
-        self.last_attempt.lock().expect("lock poisoned").insert(name.to_string(), Instant::now());
-        let request = AgentRequest::Start { name: name.to_string(), generation, vm, pools: state.config.pools.clone() };
+        self.last_attempt
+            .lock()
+            .expect("lock poisoned")
+            .insert(name.to_string(), Instant::now());
+        let request = AgentRequest::Start {
+            name: name.to_string(),
+            generation,
+            vm,
+            pools: state.config.pools.clone(),
+        };
         let outcome = self.call(&state, &host, request, START_TIMEOUT).await;
         let (phase, error) = match outcome {
-            Ok(AgentAnswer::Vm { state: vm_state, .. }) if vm_state == "running" => (Phase::Running, None),
-            Ok(AgentAnswer::Vm { state: vm_state, .. }) => (Phase::Failed, Some(format!("started but {vm_state}"))),
+            Ok(AgentAnswer::Vm {
+                state: vm_state, ..
+            }) if vm_state == "running" => (Phase::Running, None),
+            Ok(AgentAnswer::Vm {
+                state: vm_state, ..
+            }) => (Phase::Failed, Some(format!("started but {vm_state}"))),
             Ok(AgentAnswer::Failed { error }) => (Phase::Failed, Some(error)),
             Ok(other) => (Phase::Failed, Some(format!("unexpected answer {other:?}"))),
             Err(error) => (Phase::Failed, Some(error.to_string())),
@@ -321,8 +418,12 @@ impl Orchestrator {
         })
         .await?;
         match error {
-            None => Ok(self.replica.read_local(|state| state.runtime.get(name).cloned().unwrap_or_default())),
-            Some(error) => Err(OrchestratorError::Failed(format!("starting {name} on {host} failed: {error}"))),
+            None => Ok(self
+                .replica
+                .read_local(|state| state.runtime.get(name).cloned().unwrap_or_default())),
+            Some(error) => Err(OrchestratorError::Failed(format!(
+                "starting {name} on {host} failed: {error}"
+            ))),
         }
     }
 
@@ -351,8 +452,19 @@ impl Orchestrator {
             error: None,
         })
         .await?;
-        let request = AgentRequest::Stop { name: name.to_string(), timeout_ms: STOP_TIMEOUT_MS, pools: state.config.pools.clone() };
-        let answer = self.call(&state, &host, request, Duration::from_millis(STOP_TIMEOUT_MS * 2)).await;
+        let request = AgentRequest::Stop {
+            name: name.to_string(),
+            timeout_ms: STOP_TIMEOUT_MS,
+            pools: state.config.pools.clone(),
+        };
+        let answer = self
+            .call(
+                &state,
+                &host,
+                request,
+                Duration::from_millis(STOP_TIMEOUT_MS * 2),
+            )
+            .await;
         let error = match answer {
             Ok(AgentAnswer::Done) => None,
             Ok(AgentAnswer::Failed { error }) => Some(error),
@@ -363,15 +475,25 @@ impl Orchestrator {
         self.commit(Transition {
             resource: name.to_string(),
             generation: runtime.generation,
-            phase: if error.is_none() { Phase::Stopped } else { Phase::Failed },
-            host: if error.is_none() { None } else { Some(host.clone()) },
+            phase: if error.is_none() {
+                Phase::Stopped
+            } else {
+                Phase::Failed
+            },
+            host: if error.is_none() {
+                None
+            } else {
+                Some(host.clone())
+            },
             new_assignment: false,
             error: error.clone(),
         })
         .await?;
         match error {
             None => Ok(()),
-            Some(error) => Err(OrchestratorError::Failed(format!("stopping {name} on {host} failed: {error}"))),
+            Some(error) => Err(OrchestratorError::Failed(format!(
+                "stopping {name} on {host} failed: {error}"
+            ))),
         }
     }
 
@@ -390,27 +512,39 @@ impl Orchestrator {
         let source = match (&runtime.phase, &runtime.host) {
             (Phase::Running, Some(host)) => host.clone(),
             (phase, _) => {
-                return Err(OrchestratorError::Conflict(format!("{name} is {}, not running; only a running vm migrates", phase.name())));
+                return Err(OrchestratorError::Conflict(format!(
+                    "{name} is {}, not running; only a running vm migrates",
+                    phase.name()
+                )));
             }
         };
         let online = self.online_members(&state);
         let target = match to {
             Some(target) => {
                 if !state.nodes.keys().any(|node| node.as_str() == target) {
-                    return Err(OrchestratorError::NotFound(format!("no node named {target}")));
+                    return Err(OrchestratorError::NotFound(format!(
+                        "no node named {target}"
+                    )));
                 }
                 if target == source {
-                    return Err(OrchestratorError::Invalid(format!("{name} already runs on {target}")));
+                    return Err(OrchestratorError::Invalid(format!(
+                        "{name} already runs on {target}"
+                    )));
                 }
                 if !online.contains(target) {
-                    return Err(OrchestratorError::Conflict(format!("node {target} is not an online member")));
+                    return Err(OrchestratorError::Conflict(format!(
+                        "node {target} is not an online member"
+                    )));
                 }
                 target.to_string()
             }
-            None => Self::choose_host(&state, name, &online, Some(&source))
-                .ok_or_else(|| OrchestratorError::Conflict(format!("no other online member can take {name}")))?,
+            None => Self::choose_host(&state, name, &online, Some(&source)).ok_or_else(|| {
+                OrchestratorError::Conflict(format!("no other online member can take {name}"))
+            })?,
         };
         let generation = runtime.generation;
+        let mut steps = Steps::new();
+        steps.mark("read state");
         self.commit(Transition {
             resource: name.to_string(),
             generation,
@@ -421,8 +555,16 @@ impl Orchestrator {
         })
         .await?;
         let pools = state.config.pools.clone();
-        let route = Route { source: &source, target: &target, generation, bandwidth_bytes_per_second };
-        let result = self.migrate_steps(&state, name, &vm, &pools, route).await;
+        let route = Route {
+            source: &source,
+            target: &target,
+            generation,
+            bandwidth_bytes_per_second,
+        };
+        steps.mark("commit migrating");
+        let result = self
+            .migrate_steps(&state, name, &vm, &pools, route, &mut steps)
+            .await;
         match result {
             Ok(report) => {
                 self.commit(Transition {
@@ -434,7 +576,13 @@ impl Orchestrator {
                     error: None,
                 })
                 .await?;
-                let AgentAnswer::Migrated { total_time_ms, downtime_ms, transferred_bytes } = report else {
+                steps.mark("commit new assignment");
+                let AgentAnswer::Migrated {
+                    total_time_ms,
+                    downtime_ms,
+                    transferred_bytes,
+                } = report
+                else {
                     unreachable!("migrate_steps returns the source's figures");
                 };
                 Ok(MigrationFigures {
@@ -443,7 +591,9 @@ impl Orchestrator {
                     qemu_total_time_ms: total_time_ms,
                     downtime_ms,
                     transferred_bytes,
-                    orchestration_total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    orchestration_total_ms: u64::try_from(started.elapsed().as_millis())
+                        .unwrap_or(u64::MAX),
+                    step_ms: steps.steps,
                 })
             }
             Err(error) => {
@@ -456,7 +606,9 @@ impl Orchestrator {
                     error: Some(format!("migration to {target} failed: {error}")),
                 })
                 .await?;
-                Err(OrchestratorError::Failed(format!("migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}")))
+                Err(OrchestratorError::Failed(format!(
+                    "migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}"
+                )))
             }
         }
     }
@@ -468,8 +620,14 @@ impl Orchestrator {
         vm: &VmConfig,
         pools: &Pools,
         route: Route<'_>,
+        steps: &mut Steps,
     ) -> Result<AgentAnswer, String> {
-        let Route { source, target, generation, bandwidth_bytes_per_second } = route;
+        let Route {
+            source,
+            target,
+            generation,
+            bandwidth_bytes_per_second,
+        } = route;
         let timeout = Duration::from_millis(MIGRATION_TIMEOUT_MS);
         let expect_done = |answer: Result<AgentAnswer, OrchestratorError>| match answer {
             Ok(AgentAnswer::Done) => Ok(()),
@@ -478,16 +636,39 @@ impl Orchestrator {
             Err(error) => Err(error.to_string()),
         };
         let prepared = self
-            .call(state, target, AgentRequest::PrepareIncoming { name: name.to_string(), generation: generation + 1, vm: vm.clone(), pools: pools.clone() }, START_TIMEOUT)
+            .call(
+                state,
+                target,
+                AgentRequest::PrepareIncoming {
+                    name: name.to_string(),
+                    generation: generation + 1,
+                    vm: vm.clone(),
+                    pools: pools.clone(),
+                },
+                START_TIMEOUT,
+            )
             .await;
+        steps.mark("prepare destination");
         let address = match prepared {
             Ok(AgentAnswer::Incoming { address }) => address,
-            Ok(AgentAnswer::Failed { error }) => return Err(format!("destination {target}: {error}")),
+            Ok(AgentAnswer::Failed { error }) => {
+                return Err(format!("destination {target}: {error}"));
+            }
             Ok(other) => return Err(format!("destination {target}: unexpected answer {other:?}")),
             Err(error) => return Err(format!("destination {target}: {error}")),
         };
         let discard_destination = || async {
-            let _ = self.call(state, target, AgentRequest::Kill { name: name.to_string(), pools: pools.clone() }, Duration::from_secs(30)).await;
+            let _ = self
+                .call(
+                    state,
+                    target,
+                    AgentRequest::Kill {
+                        name: name.to_string(),
+                        pools: pools.clone(),
+                    },
+                    Duration::from_secs(30),
+                )
+                .await;
         };
         let outgoing = AgentRequest::MigrateOutgoing {
             name: name.to_string(),
@@ -501,20 +682,62 @@ impl Orchestrator {
             discard_destination().await;
             return Err(format!("source {source}: {error}"));
         }
-        let awaited = self.call(state, target, AgentRequest::AwaitIncoming { name: name.to_string(), timeout_ms: 30_000, pools: pools.clone() }, timeout).await;
+        steps.mark("transfer");
+        let awaited = self
+            .call(
+                state,
+                target,
+                AgentRequest::AwaitIncoming {
+                    name: name.to_string(),
+                    timeout_ms: 30_000,
+                    pools: pools.clone(),
+                },
+                timeout,
+            )
+            .await;
         if let Err(error) = expect_done(awaited) {
             // The destination never ran the guest: discard it before the source resumes, so
             // the guest never runs twice.
             discard_destination().await;
-            let aborted = expect_done(self.call(state, source, AgentRequest::AbortOutgoing { name: name.to_string(), pools: pools.clone() }, timeout).await);
+            let aborted = expect_done(
+                self.call(
+                    state,
+                    source,
+                    AgentRequest::AbortOutgoing {
+                        name: name.to_string(),
+                        pools: pools.clone(),
+                    },
+                    timeout,
+                )
+                .await,
+            );
             return Err(match aborted {
-                Ok(()) => format!("destination {target} did not take over ({error}); source resumed"),
-                Err(abort) => format!("destination {target} did not take over ({error}) and the source could not resume: {abort}"),
+                Ok(()) => {
+                    format!("destination {target} did not take over ({error}); source resumed")
+                }
+                Err(abort) => format!(
+                    "destination {target} did not take over ({error}) and the source could not resume: {abort}"
+                ),
             });
         }
-        match self.call(state, source, AgentRequest::CompleteOutgoing { name: name.to_string(), pools: pools.clone() }, timeout).await {
+        steps.mark("destination running");
+        let completed = self
+            .call(
+                state,
+                source,
+                AgentRequest::CompleteOutgoing {
+                    name: name.to_string(),
+                    pools: pools.clone(),
+                },
+                timeout,
+            )
+            .await;
+        steps.mark("end source");
+        match completed {
             Ok(answer @ AgentAnswer::Migrated { .. }) => Ok(answer),
-            Ok(AgentAnswer::Failed { error }) => Err(format!("source {source} could not finish: {error}")),
+            Ok(AgentAnswer::Failed { error }) => {
+                Err(format!("source {source} could not finish: {error}"))
+            }
             Ok(other) => Err(format!("source {source}: unexpected answer {other:?}")),
             Err(error) => Err(format!("source {source}: {error}")),
         }
@@ -526,7 +749,9 @@ impl Orchestrator {
         if !self.replica.status().is_leader {
             return;
         }
-        let Ok(state) = self.state().await else { return };
+        let Ok(state) = self.state().await else {
+            return;
+        };
         let online = self.online_members(&state);
         for (name, resource) in &state.config.resources {
             if self.busy.lock().expect("busy lock poisoned").contains(name) {
@@ -542,15 +767,25 @@ impl Orchestrator {
                         .expect("lock poisoned")
                         .get(name)
                         .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-                    if recent { Ok(()) } else { self.try_start(name).await }
+                    if recent {
+                        Ok(())
+                    } else {
+                        self.try_start(name).await
+                    }
                 }
                 (TargetRole::Started, Phase::Running) => match &runtime.host {
-                    Some(host) if online.contains(host) => self.check_running(&state, name, host, &runtime).await,
+                    Some(host) if online.contains(host) => {
+                        self.check_running(&state, name, host, &runtime).await
+                    }
                     // Recovery of a vanished host's resources waits for fencing (I2).
                     _ => Ok(()),
                 },
-                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => self.try_stop(name).await,
-                (_, Phase::Starting | Phase::Stopping | Phase::Migrating { .. }) => self.settle(&state, name, &runtime).await,
+                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => {
+                    self.try_stop(name).await
+                }
+                (_, Phase::Starting | Phase::Stopping | Phase::Migrating { .. }) => {
+                    self.settle(&state, name, &runtime).await
+                }
                 _ => Ok(()),
             };
             if let Err(error) = result {
@@ -571,12 +806,32 @@ impl Orchestrator {
     }
 
     /// A running VM whose process vanished is marked failed (and restarted by the next pass).
-    async fn check_running(&self, state: &ClusterState, name: &str, host: &str, runtime: &ResourceState) -> Result<(), OrchestratorError> {
+    async fn check_running(
+        &self,
+        state: &ClusterState,
+        name: &str,
+        host: &str,
+        runtime: &ResourceState,
+    ) -> Result<(), OrchestratorError> {
         let _slot = self.claim(name)?;
-        let answer = self.call(state, host, AgentRequest::Status { name: name.to_string(), pools: state.config.pools.clone() }, Duration::from_secs(10)).await?;
+        let answer = self
+            .call(
+                state,
+                host,
+                AgentRequest::Status {
+                    name: name.to_string(),
+                    pools: state.config.pools.clone(),
+                },
+                Duration::from_secs(10),
+            )
+            .await?;
         let failure = match answer {
-            AgentAnswer::Vm { state: vm_state, .. } if vm_state == "running" || vm_state == "paused" => None,
-            AgentAnswer::Vm { state: vm_state, .. } => Some(format!("found {vm_state} by the monitor")),
+            AgentAnswer::Vm {
+                state: vm_state, ..
+            } if vm_state == "running" || vm_state == "paused" => None,
+            AgentAnswer::Vm {
+                state: vm_state, ..
+            } => Some(format!("found {vm_state} by the monitor")),
             AgentAnswer::Failed { error } => Some(error),
             other => Some(format!("unexpected answer {other:?}")),
         };
@@ -595,7 +850,10 @@ impl Orchestrator {
     }
 
     async fn is_running(&self, state: &ClusterState, name: &str, host: &str) -> bool {
-        let request = AgentRequest::Status { name: name.to_string(), pools: state.config.pools.clone() };
+        let request = AgentRequest::Status {
+            name: name.to_string(),
+            pools: state.config.pools.clone(),
+        };
         matches!(
             self.call(state, host, request, Duration::from_secs(10)).await,
             Ok(AgentAnswer::Vm { state: ref vm_state, .. }) if vm_state == "running"
@@ -603,12 +861,21 @@ impl Orchestrator {
     }
 
     /// Finds out where a step left in flight by a previous leader ended, and commits it.
-    async fn settle(&self, state: &ClusterState, name: &str, runtime: &ResourceState) -> Result<(), OrchestratorError> {
+    async fn settle(
+        &self,
+        state: &ClusterState,
+        name: &str,
+        runtime: &ResourceState,
+    ) -> Result<(), OrchestratorError> {
         let _slot = self.claim(name)?;
         let (phase, host, new_assignment) = match &runtime.phase {
-            Phase::Migrating { to } if self.is_running(state, name, to).await => (Phase::Running, Some(to.clone()), true),
+            Phase::Migrating { to } if self.is_running(state, name, to).await => {
+                (Phase::Running, Some(to.clone()), true)
+            }
             _ => match &runtime.host {
-                Some(host) if self.is_running(state, name, host).await => (Phase::Running, Some(host.clone()), false),
+                Some(host) if self.is_running(state, name, host).await => {
+                    (Phase::Running, Some(host.clone()), false)
+                }
                 Some(host) => (Phase::Failed, Some(host.clone()), false),
                 None => (Phase::Stopped, None, false),
             },

@@ -10,12 +10,36 @@ pub type Pools = BTreeMap<String, PoolConfig>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AgentRequest {
-    Start { name: String, generation: u64, vm: VmConfig, pools: Pools },
-    Stop { name: String, timeout_ms: u64, pools: Pools },
-    Kill { name: String, pools: Pools },
-    Status { name: String, pools: Pools },
-    PrepareIncoming { name: String, generation: u64, vm: VmConfig, pools: Pools },
-    AwaitIncoming { name: String, timeout_ms: u64, pools: Pools },
+    Start {
+        name: String,
+        generation: u64,
+        vm: VmConfig,
+        pools: Pools,
+    },
+    Stop {
+        name: String,
+        timeout_ms: u64,
+        pools: Pools,
+    },
+    Kill {
+        name: String,
+        pools: Pools,
+    },
+    Status {
+        name: String,
+        pools: Pools,
+    },
+    PrepareIncoming {
+        name: String,
+        generation: u64,
+        vm: VmConfig,
+        pools: Pools,
+    },
+    AwaitIncoming {
+        name: String,
+        timeout_ms: u64,
+        pools: Pools,
+    },
     MigrateOutgoing {
         name: String,
         target: std::net::SocketAddr,
@@ -24,10 +48,26 @@ pub enum AgentRequest {
         timeout_ms: u64,
         pools: Pools,
     },
-    CompleteOutgoing { name: String, pools: Pools },
-    AbortOutgoing { name: String, pools: Pools },
-    CreateVolume { pool: String, volume: String, size_mib: u64, base: Option<String>, pools: Pools },
-    DeleteVolume { pool: String, volume: String, pools: Pools },
+    CompleteOutgoing {
+        name: String,
+        pools: Pools,
+    },
+    AbortOutgoing {
+        name: String,
+        pools: Pools,
+    },
+    CreateVolume {
+        pool: String,
+        volume: String,
+        size_mib: u64,
+        base: Option<String>,
+        pools: Pools,
+    },
+    DeleteVolume {
+        pool: String,
+        volume: String,
+        pools: Pools,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,9 +75,20 @@ pub enum AgentRequest {
 pub enum AgentAnswer {
     Done,
     /// The VM's state: `stopped`, `running`, `paused`, `incoming`, `migrated_away`, `shutting_down`, `crashed`.
-    Vm { state: String, pid: Option<u32> },
-    Incoming { address: std::net::SocketAddr },
-    Migrated { total_time_ms: u64, downtime_ms: u64, transferred_bytes: u64 },
+    Vm {
+        state: String,
+        pid: Option<u32>,
+    },
+    Incoming {
+        address: std::net::SocketAddr,
+    },
+    Migrated {
+        total_time_ms: u64,
+        downtime_ms: u64,
+        transferred_bytes: u64,
+    },
     /// The operation failed; the message names what went wrong.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }

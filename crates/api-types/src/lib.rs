@@ -300,6 +300,9 @@ pub struct MigrationResult {
     pub downtime_ms: u64,
     pub transferred_bytes: u64,
     pub orchestration_total_ms: u64,
+    /// Milliseconds per step, in order.
+    #[serde(default)]
+    pub step_ms: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -1,16 +1,19 @@
 //! VM, pool and template handlers: configuration changes committed here, lifecycle steps run by the orchestrator.
 
-use crate::error::ApiError;
 use crate::SharedContext;
+use crate::error::ApiError;
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::Json;
-use hafen_agent::protocol::{AgentAnswer, AgentRequest};
 use hafen_agent::OrchestratorError;
-use hafen_api_types::{MigrateRequest, MigrationResult, PoolRequest, TemplateRequest, VmCreateRequest, VmInfo};
+use hafen_agent::protocol::{AgentAnswer, AgentRequest};
+use hafen_api_types::{
+    MigrateRequest, MigrationResult, PoolRequest, TemplateRequest, VmCreateRequest, VmInfo,
+};
 use hafen_model::config::ConfigChange;
 use hafen_model::resource::{
-    PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot, VmConfig, VmDisk, VmNic,
+    PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot, VmConfig, VmDisk,
+    VmNic,
 };
 use hafen_model::{ClusterState, Command};
 use std::time::Duration;
@@ -45,14 +48,24 @@ pub(crate) fn vm_info(state: &ClusterState, name: &str) -> Option<VmInfo> {
         vcpus: vm.vcpus,
         memory_mib: vm.memory_mib,
         address: vm.address.clone(),
-        disks: vm.disks.iter().map(|disk| format!("{}/{}", disk.pool, disk.volume)).collect(),
+        disks: vm
+            .disks
+            .iter()
+            .map(|disk| format!("{}/{}", disk.pool, disk.volume))
+            .collect(),
         last_error: runtime.last_error.clone(),
         fail_counts: runtime.fail_counts.clone(),
     })
 }
 
-async fn configure(context: &SharedContext, headers: &HeaderMap, change: ConfigChange) -> Result<(), ApiError> {
-    crate::handlers::submit(context, headers, Command::Configure { change }).await.map(|_| ())
+async fn configure(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    change: ConfigChange,
+) -> Result<(), ApiError> {
+    crate::handlers::submit(context, headers, Command::Configure { change })
+        .await
+        .map(|_| ())
 }
 
 fn lookup(state: &ClusterState, name: &str) -> Result<VmInfo, ApiError> {
@@ -66,7 +79,10 @@ fn mac_for(name: &str) -> String {
         hash = (hash ^ u32::from(byte)).wrapping_mul(16_777_619);
     }
     let bytes = hash.to_be_bytes();
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", bytes[1], bytes[2], bytes[3])
+    format!(
+        "52:54:00:{:02x}:{:02x}:{:02x}",
+        bytes[1], bytes[2], bytes[3]
+    )
 }
 
 fn random_uuid() -> String {
@@ -85,11 +101,21 @@ fn random_uuid() -> String {
 #[utoipa::path(get, path = "/api/v1/vms", responses((status = 200, body = Vec<VmInfo>)))]
 pub(crate) async fn list_vms(State(context): State<SharedContext>) -> ApiResult<Vec<VmInfo>> {
     let state = context.replica.read(Clone::clone).await?;
-    Ok(Json(state.config.resources.keys().filter_map(|name| vm_info(&state, name)).collect()))
+    Ok(Json(
+        state
+            .config
+            .resources
+            .keys()
+            .filter_map(|name| vm_info(&state, name))
+            .collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/vms/{name}", responses((status = 200, body = VmInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
-pub(crate) async fn show_vm(State(context): State<SharedContext>, Path(name): Path<String>) -> ApiResult<VmInfo> {
+pub(crate) async fn show_vm(
+    State(context): State<SharedContext>,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
     let state = context.replica.read(Clone::clone).await?;
     Ok(Json(lookup(&state, &name)?))
 }
@@ -110,12 +136,20 @@ pub(crate) async fn create_vm(
     let volume = format!("{}-disk", request.name);
     let boot = match &template.boot {
         VmBoot::Disk => VmBoot::Disk,
-        VmBoot::Kernel { kernel, initrd, cmdline } => {
+        VmBoot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } => {
             let mut cmdline = format!("{cmdline} hafen.name={}", request.name);
             if let Some(address) = &request.address {
                 cmdline.push_str(&format!(" hafen.ip={address}"));
             }
-            VmBoot::Kernel { kernel: kernel.clone(), initrd: initrd.clone(), cmdline }
+            VmBoot::Kernel {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                cmdline,
+            }
         }
     };
     let resource = ResourceConfig {
@@ -126,12 +160,23 @@ pub(crate) async fn create_vm(
             memory_mib: request.memory_mib.unwrap_or(template.memory_mib),
             machine: "pc".to_string(),
             cpu_model: "qemu64".to_string(),
-            disks: vec![VmDisk { pool: template.pool.clone(), volume: volume.clone(), format: "qcow2".to_string() }],
-            nics: vec![VmNic { mac: mac_for(&request.name), bridge: template.bridge.clone() }],
+            disks: vec![VmDisk {
+                pool: template.pool.clone(),
+                volume: volume.clone(),
+                format: "qcow2".to_string(),
+            }],
+            nics: vec![VmNic {
+                mac: mac_for(&request.name),
+                bridge: template.bridge.clone(),
+            }],
             boot: boot.clone(),
             address: request.address.clone(),
         }),
-        target_role: if request.start.unwrap_or(true) { TargetRole::Started } else { TargetRole::Stopped },
+        target_role: if request.start.unwrap_or(true) {
+            TargetRole::Started
+        } else {
+            TargetRole::Stopped
+        },
         priority: 0,
         preferred_host: request.host.clone(),
     };
@@ -140,22 +185,33 @@ pub(crate) async fn create_vm(
     {
         return Err(ApiError::NotFound(format!("no node named {host}")));
     }
-    let change = ConfigChange::AddResource { resource: resource.clone() };
+    let change = ConfigChange::AddResource {
+        resource: resource.clone(),
+    };
     // Validate the whole change before anything is created on disk.
-    state.config.with_change(&change).map_err(|error| match error {
-        hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
-        hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
-        other => ApiError::Invalid(other.to_string()),
-    })?;
+    state
+        .config
+        .with_change(&change)
+        .map_err(|error| match error {
+            hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
+            hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Invalid(other.to_string()),
+        })?;
     for file in hafen_model::ClusterConfig::boot_files(&boot) {
         if !std::path::Path::new(file).exists() {
-            return Err(ApiError::Invalid(format!("template {}: image {file} is missing", template.name)));
+            return Err(ApiError::Invalid(format!(
+                "template {}: image {file} is missing",
+                template.name
+            )));
         }
     }
     if let Some(base) = &template.base_volume {
         let pool = &state.config.pools[&template.pool];
         if !std::path::Path::new(&pool.path).join(base).exists() {
-            return Err(ApiError::Invalid(format!("template {}: base volume {base} is missing from pool {}", template.name, pool.name)));
+            return Err(ApiError::Invalid(format!(
+                "template {}: base volume {base} is missing from pool {}",
+                template.name, pool.name
+            )));
         }
     }
     let agent = context.orchestrator.local_agent();
@@ -169,12 +225,18 @@ pub(crate) async fn create_vm(
         })
         .await;
     if let AgentAnswer::Failed { error } = created {
-        return Err(ApiError::Failed(format!("cannot create volume {volume}: {error}")));
+        return Err(ApiError::Failed(format!(
+            "cannot create volume {volume}: {error}"
+        )));
     }
     if let Err(error) = configure(&context, &headers, change).await {
         // Leave nothing behind when the commit is refused.
         let _ = agent
-            .handle(AgentRequest::DeleteVolume { pool: template.pool.clone(), volume, pools: state.config.pools.clone() })
+            .handle(AgentRequest::DeleteVolume {
+                pool: template.pool.clone(),
+                volume,
+                pools: state.config.pools.clone(),
+            })
             .await;
         return Err(error);
     }
@@ -185,7 +247,12 @@ pub(crate) async fn create_vm(
     Ok(Json(lookup(&state, &request.name)?))
 }
 
-async fn set_target(context: &SharedContext, headers: &HeaderMap, name: &str, role: TargetRole) -> Result<(), ApiError> {
+async fn set_target(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    name: &str,
+    role: TargetRole,
+) -> Result<(), ApiError> {
     let state = context.replica.read(Clone::clone).await?;
     let info = lookup(&state, name)?;
     let wanted = match role {
@@ -193,13 +260,25 @@ async fn set_target(context: &SharedContext, headers: &HeaderMap, name: &str, ro
         TargetRole::Stopped => "stopped",
     };
     if info.target != wanted {
-        configure(context, headers, ConfigChange::SetTargetRole { name: name.to_string(), role }).await?;
+        configure(
+            context,
+            headers,
+            ConfigChange::SetTargetRole {
+                name: name.to_string(),
+                role,
+            },
+        )
+        .await?;
     }
     Ok(())
 }
 
 #[utoipa::path(post, path = "/api/v1/vms/{name}/start", responses((status = 200, body = VmInfo)))]
-pub(crate) async fn start_vm(State(context): State<SharedContext>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<VmInfo> {
+pub(crate) async fn start_vm(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
     set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.start(&name).await?;
     let state = context.replica.read(Clone::clone).await?;
@@ -207,7 +286,11 @@ pub(crate) async fn start_vm(State(context): State<SharedContext>, headers: Head
 }
 
 #[utoipa::path(post, path = "/api/v1/vms/{name}/stop", responses((status = 200, body = VmInfo)))]
-pub(crate) async fn stop_vm(State(context): State<SharedContext>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<VmInfo> {
+pub(crate) async fn stop_vm(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
     set_target(&context, &headers, &name, TargetRole::Stopped).await?;
     context.orchestrator.stop(&name).await?;
     let state = context.replica.read(Clone::clone).await?;
@@ -215,7 +298,11 @@ pub(crate) async fn stop_vm(State(context): State<SharedContext>, headers: Heade
 }
 
 #[utoipa::path(post, path = "/api/v1/vms/{name}/restart", responses((status = 200, body = VmInfo)))]
-pub(crate) async fn restart_vm(State(context): State<SharedContext>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<VmInfo> {
+pub(crate) async fn restart_vm(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
     set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.stop(&name).await?;
     context.orchestrator.start(&name).await?;
@@ -230,10 +317,18 @@ pub(crate) async fn migrate_vm(
     Json(request): Json<MigrateRequest>,
 ) -> ApiResult<MigrationResult> {
     if request.bandwidth_mib_per_second == Some(0) {
-        return Err(ApiError::Invalid("bandwidth_mib_per_second must be at least 1".to_string()));
+        return Err(ApiError::Invalid(
+            "bandwidth_mib_per_second must be at least 1".to_string(),
+        ));
     }
-    let bandwidth = request.bandwidth_mib_per_second.unwrap_or(1024).saturating_mul(1024 * 1024);
-    let figures = context.orchestrator.migrate(&name, request.to.as_deref(), bandwidth).await?;
+    let bandwidth = request
+        .bandwidth_mib_per_second
+        .unwrap_or(1024)
+        .saturating_mul(1024 * 1024);
+    let figures = context
+        .orchestrator
+        .migrate(&name, request.to.as_deref(), bandwidth)
+        .await?;
     Ok(Json(MigrationResult {
         from: figures.from,
         to: figures.to,
@@ -241,20 +336,34 @@ pub(crate) async fn migrate_vm(
         downtime_ms: figures.downtime_ms,
         transferred_bytes: figures.transferred_bytes,
         orchestration_total_ms: figures.orchestration_total_ms,
+        step_ms: figures.step_ms,
     }))
 }
 
 #[utoipa::path(delete, path = "/api/v1/vms/{name}", responses((status = 200, body = VmInfo), (status = 409, body = hafen_api_types::ErrorBody)))]
-pub(crate) async fn delete_vm(State(context): State<SharedContext>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<VmInfo> {
+pub(crate) async fn delete_vm(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
     let state = context.replica.read(Clone::clone).await?;
     let info = lookup(&state, &name)?;
     let ResourceKind::Vm(vm) = &state.config.resources[&name].kind;
-    configure(&context, &headers, ConfigChange::RemoveResource { name: name.clone() }).await?;
+    configure(
+        &context,
+        &headers,
+        ConfigChange::RemoveResource { name: name.clone() },
+    )
+    .await?;
     for disk in &vm.disks {
         let answer = context
             .orchestrator
             .local_agent()
-            .handle(AgentRequest::DeleteVolume { pool: disk.pool.clone(), volume: disk.volume.clone(), pools: state.config.pools.clone() })
+            .handle(AgentRequest::DeleteVolume {
+                pool: disk.pool.clone(),
+                volume: disk.volume.clone(),
+                pools: state.config.pools.clone(),
+            })
             .await;
         if let AgentAnswer::Failed { error } = answer {
             tracing::warn!(vm = %name, volume = %disk.volume, %error, "volume of a deleted vm not removed");
@@ -269,7 +378,11 @@ pub(crate) async fn define_pool(
     headers: HeaderMap,
     Json(request): Json<PoolRequest>,
 ) -> ApiResult<crate::handlers::Done> {
-    let pool = PoolConfig { name: request.name, kind: request.kind.unwrap_or_else(|| "dir".to_string()), path: request.path };
+    let pool = PoolConfig {
+        name: request.name,
+        kind: request.kind.unwrap_or_else(|| "dir".to_string()),
+        path: request.path,
+    };
     configure(&context, &headers, ConfigChange::DefinePool { pool }).await?;
     Ok(Json(crate::handlers::Done { done: true }))
 }
@@ -281,7 +394,11 @@ pub(crate) async fn define_template(
     Json(request): Json<TemplateRequest>,
 ) -> ApiResult<crate::handlers::Done> {
     let boot = match request.kernel {
-        Some(kernel) => VmBoot::Kernel { kernel, initrd: request.initrd, cmdline: request.cmdline.unwrap_or_default() },
+        Some(kernel) => VmBoot::Kernel {
+            kernel,
+            initrd: request.initrd,
+            cmdline: request.cmdline.unwrap_or_default(),
+        },
         None => VmBoot::Disk,
     };
     let template = TemplateConfig {
@@ -294,12 +411,20 @@ pub(crate) async fn define_template(
         memory_mib: request.memory_mib.unwrap_or(128),
         vcpus: request.vcpus.unwrap_or(1),
     };
-    configure(&context, &headers, ConfigChange::DefineTemplate { template }).await?;
+    configure(
+        &context,
+        &headers,
+        ConfigChange::DefineTemplate { template },
+    )
+    .await?;
     Ok(Json(crate::handlers::Done { done: true }))
 }
 
 /// The node agent's endpoint: the leader's orchestrator sends one request at a time per resource.
-pub(crate) async fn agent(State(context): State<SharedContext>, Json(request): Json<AgentRequest>) -> Json<AgentAnswer> {
+pub(crate) async fn agent(
+    State(context): State<SharedContext>,
+    Json(request): Json<AgentRequest>,
+) -> Json<AgentAnswer> {
     Json(context.orchestrator.local_agent().handle(request).await)
 }
 

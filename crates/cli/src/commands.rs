@@ -2,8 +2,8 @@
 
 use crate::output;
 use crate::{
-    ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, PoolCommand, TemplateCommand,
-    TopCommand, VmCommand,
+    ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, PoolCommand,
+    TemplateCommand, TopCommand, VmCommand,
 };
 use anyhow::{Context, anyhow, bail};
 use clap::CommandFactory;
@@ -368,7 +368,15 @@ async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
         }
     };
     match command {
-        VmCommand::Create { name, template, cpus, memory, host, address, no_start } => {
+        VmCommand::Create {
+            name,
+            template,
+            cpus,
+            memory,
+            host,
+            address,
+            no_start,
+        } => {
             let info = client
                 .create_vm(&hafen_api_types::VmCreateRequest {
                     name,
@@ -394,14 +402,22 @@ async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
         VmCommand::Start { name } => show(&client.vm_action(&name, "start").await?),
         VmCommand::Stop { name } => show(&client.vm_action(&name, "stop").await?),
         VmCommand::Restart { name } => show(&client.vm_action(&name, "restart").await?),
-        VmCommand::Migrate { name, to, bandwidth } => {
+        VmCommand::Migrate {
+            name,
+            to,
+            bandwidth,
+        } => {
             let result = client.migrate_vm(&name, to.as_deref(), bandwidth).await?;
             if json {
                 print_json(&result)
             } else {
                 println!(
                     "{name} migrated {} -> {} in {} ms (QEMU {} ms, downtime {} ms)",
-                    result.from, result.to, result.orchestration_total_ms, result.qemu_total_time_ms, result.downtime_ms
+                    result.from,
+                    result.to,
+                    result.orchestration_total_ms,
+                    result.qemu_total_time_ms,
+                    result.downtime_ms
                 );
             }
         }
@@ -418,14 +434,29 @@ async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
 async fn pool(global: &GlobalArgs, command: PoolCommand) -> anyhow::Result<()> {
     let PoolCommand::Add { name, path } = command;
     client(global)?
-        .define_pool(&hafen_api_types::PoolRequest { name: name.clone(), kind: None, path })
+        .define_pool(&hafen_api_types::PoolRequest {
+            name: name.clone(),
+            kind: None,
+            path,
+        })
         .await?;
     println!("pool {name} defined");
     Ok(())
 }
 
 async fn template(global: &GlobalArgs, command: TemplateCommand) -> anyhow::Result<()> {
-    let TemplateCommand::Add { name, pool, kernel, initrd, cmdline, base_volume, disk_size, bridge, memory, cpus } = command;
+    let TemplateCommand::Add {
+        name,
+        pool,
+        kernel,
+        initrd,
+        cmdline,
+        base_volume,
+        disk_size,
+        bridge,
+        memory,
+        cpus,
+    } = command;
     client(global)?
         .define_template(&hafen_api_types::TemplateRequest {
             name: name.clone(),

@@ -60,14 +60,19 @@ impl GuestArgs {
     /// The kernel, initrd and command line, checked to exist.
     fn resolve(&self) -> anyhow::Result<(PathBuf, PathBuf, String)> {
         let missing = || {
-            anyhow!("--demo-vms needs the test guest: run `eval \"$(guest/build.sh)\"` or pass --guest-kernel/--guest-initrd/--guest-cmdline")
+            anyhow!(
+                "--demo-vms needs the test guest: run `eval \"$(guest/build.sh)\"` or pass --guest-kernel/--guest-initrd/--guest-cmdline"
+            )
         };
         let kernel = self.guest_kernel.clone().ok_or_else(missing)?;
         let initrd = self.guest_initrd.clone().ok_or_else(missing)?;
         let cmdline = self.guest_cmdline.clone().ok_or_else(missing)?;
         for path in [&kernel, &initrd] {
             if !path.exists() {
-                bail!("test guest file {} is missing; run guest/build.sh", path.display());
+                bail!(
+                    "test guest file {} is missing; run guest/build.sh",
+                    path.display()
+                );
             }
         }
         Ok((kernel, initrd, cmdline))
@@ -131,9 +136,15 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             guest,
         } => {
             if demo_vms > 0 && !netns {
-                bail!("--demo-vms needs --netns: a VM keeps its address across hosts only on the namespace network");
+                bail!(
+                    "--demo-vms needs --netns: a VM keeps its address across hosts only on the namespace network"
+                );
             }
-            let guest_files = if demo_vms > 0 { Some(guest.resolve()?) } else { None };
+            let guest_files = if demo_vms > 0 {
+                Some(guest.resolve()?)
+            } else {
+                None
+            };
             let mut file = up(nodes, netns, &dir, &prefix, witnesses).await?;
             if let Some(guest_files) = guest_files {
                 let dir = std::path::absolute(&dir)?;
@@ -391,7 +402,11 @@ async fn create_demo_vms(
     (kernel, initrd, cmdline): &(PathBuf, PathBuf, String),
 ) -> anyhow::Result<()> {
     let credentials = Credentials::load(&file.credentials_file)?;
-    let client = Client::new(credentials.servers.clone(), &credentials.ca_pem, Some(credentials.token.clone()))?;
+    let client = Client::new(
+        credentials.servers.clone(),
+        &credentials.ca_pem,
+        Some(credentials.token.clone()),
+    )?;
     let pool_path = dir.join("pool");
     std::fs::create_dir_all(&pool_path)?;
     client
@@ -437,7 +452,9 @@ async fn create_demo_vms(
             address: ip,
         });
     }
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let deadline = Instant::now() + Duration::from_secs(180);
     for vm in &file.vms {
         loop {
@@ -447,7 +464,11 @@ async fn create_demo_vms(
                 break;
             }
             if Instant::now() > deadline {
-                bail!("{} did not answer at {} within 180 s", vm.name, vm.service_url);
+                bail!(
+                    "{} did not answer at {} within 180 s",
+                    vm.name,
+                    vm.service_url
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -147,11 +147,19 @@ pub enum VmCommand {
         no_start: bool,
     },
     List,
-    Show { name: String },
-    Start { name: String },
+    Show {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
     /// Graceful stop: ACPI power-down, then quit, then kill.
-    Stop { name: String },
-    Restart { name: String },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
     /// Live-migrate a running VM.
     Migrate {
         name: String,
@@ -162,7 +170,9 @@ pub enum VmCommand {
         bandwidth: Option<u64>,
     },
     /// Delete a stopped VM and its disks.
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

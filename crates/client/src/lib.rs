@@ -356,7 +356,8 @@ impl Client {
     }
 
     pub async fn vm(&self, name: &str) -> Result<VmInfo, ClientError> {
-        self.call(Method::GET, &format!("/api/v1/vms/{}", encode(name)), None).await
+        self.call(Method::GET, &format!("/api/v1/vms/{}", encode(name)), None)
+            .await
     }
 
     pub async fn create_vm(&self, request: &VmCreateRequest) -> Result<VmInfo, ClientError> {
@@ -366,7 +367,12 @@ impl Client {
 
     /// `start`, `stop` or `restart`.
     pub async fn vm_action(&self, name: &str, action: &str) -> Result<VmInfo, ClientError> {
-        self.call(Method::POST, &format!("/api/v1/vms/{}/{action}", encode(name)), None).await
+        self.call(
+            Method::POST,
+            &format!("/api/v1/vms/{}/{action}", encode(name)),
+            None,
+        )
+        .await
     }
 
     pub async fn migrate_vm(
@@ -375,23 +381,43 @@ impl Client {
         to: Option<&str>,
         bandwidth_mib_per_second: Option<u64>,
     ) -> Result<MigrationResult, ClientError> {
-        let request = MigrateRequest { to: to.map(str::to_string), bandwidth_mib_per_second };
+        let request = MigrateRequest {
+            to: to.map(str::to_string),
+            bandwidth_mib_per_second,
+        };
         let body = serde_json::to_value(request).expect("serializes");
-        self.call(Method::POST, &format!("/api/v1/vms/{}/migrate", encode(name)), Some(body)).await
+        self.call(
+            Method::POST,
+            &format!("/api/v1/vms/{}/migrate", encode(name)),
+            Some(body),
+        )
+        .await
     }
 
     pub async fn delete_vm(&self, name: &str) -> Result<VmInfo, ClientError> {
-        self.call(Method::DELETE, &format!("/api/v1/vms/{}", encode(name)), None).await
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/vms/{}", encode(name)),
+            None,
+        )
+        .await
     }
 
-    pub async fn define_pool(&self, request: &PoolRequest) -> Result<serde_json::Value, ClientError> {
+    pub async fn define_pool(
+        &self,
+        request: &PoolRequest,
+    ) -> Result<serde_json::Value, ClientError> {
         let body = serde_json::to_value(request).expect("serializes");
         self.call(Method::POST, "/api/v1/pools", Some(body)).await
     }
 
-    pub async fn define_template(&self, request: &TemplateRequest) -> Result<serde_json::Value, ClientError> {
+    pub async fn define_template(
+        &self,
+        request: &TemplateRequest,
+    ) -> Result<serde_json::Value, ClientError> {
         let body = serde_json::to_value(request).expect("serializes");
-        self.call(Method::POST, "/api/v1/templates", Some(body)).await
+        self.call(Method::POST, "/api/v1/templates", Some(body))
+            .await
     }
 
     /// The raw OpenAPI document.

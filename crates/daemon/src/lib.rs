@@ -116,7 +116,11 @@ pub async fn run(
             liveness.clone(),
             stopped.clone(),
         )),
-        tokio::spawn(resources_loop(replica.clone(), orchestrator, stopped.clone())),
+        tokio::spawn(resources_loop(
+            replica.clone(),
+            orchestrator,
+            stopped.clone(),
+        )),
         tokio::spawn(heartbeat::heartbeat_loop(
             replica.clone(),
             peer,

@@ -47,7 +47,9 @@ pub enum Command {
     /// Removes a node from the cluster.
     RemoveNode { name: String },
     /// A resource's runtime state changed (committed by the leader from an agent's report).
-    Transition { transition: crate::resource::Transition },
+    Transition {
+        transition: crate::resource::Transition,
+    },
     /// A no-op with no effect but an event, used by tests and benchmarks as a cheap write.
     Noop,
 }
@@ -95,7 +97,9 @@ pub enum Outcome {
         node: NodeSummary,
     },
     /// A resource's runtime state changed; its generation is now this.
-    Transitioned { generation: u64 },
+    Transitioned {
+        generation: u64,
+    },
 }
 
 /// Why a command was refused; the state is unchanged.

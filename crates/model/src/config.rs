@@ -4,7 +4,9 @@
 //! configuration back must never evict a host or revive a used join token.
 
 use crate::property::{self, PropertyError, PropertyValue};
-use crate::resource::{PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot};
+use crate::resource::{
+    PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -54,7 +56,9 @@ impl ConfigChange {
             ConfigChange::SetProperty { key, value } => format!("set {key}={value}"),
             ConfigChange::UnsetProperty { key } => format!("unset {key}"),
             ConfigChange::DefinePool { pool } => format!("define pool {}", pool.name),
-            ConfigChange::DefineTemplate { template } => format!("define template {}", template.name),
+            ConfigChange::DefineTemplate { template } => {
+                format!("define template {}", template.name)
+            }
             ConfigChange::AddResource { resource } => {
                 format!("add {} {}", resource.kind.name(), resource.name)
             }
@@ -103,7 +107,8 @@ impl ClusterConfig {
             }
             ConfigChange::DefineTemplate { template } => {
                 crate::validate::template(self, template)?;
-                next.templates.insert(template.name.clone(), template.clone());
+                next.templates
+                    .insert(template.name.clone(), template.clone());
             }
             ConfigChange::AddResource { resource } => {
                 if self.resources.contains_key(&resource.name) {
@@ -113,7 +118,8 @@ impl ClusterConfig {
                     )));
                 }
                 crate::validate::resource(self, resource)?;
-                next.resources.insert(resource.name.clone(), resource.clone());
+                next.resources
+                    .insert(resource.name.clone(), resource.clone());
             }
             ConfigChange::RemoveResource { name } => {
                 if next.resources.remove(name).is_none() {
@@ -132,13 +138,15 @@ impl ClusterConfig {
 
     /// Whether a volume of `pool` is used by any VM's disks.
     pub fn volume_in_use(&self, pool: &str, volume: &str) -> Option<&str> {
-        self.resources.values().find_map(|resource| match &resource.kind {
-            ResourceKind::Vm(vm) => vm
-                .disks
-                .iter()
-                .any(|disk| disk.pool == pool && disk.volume == volume)
-                .then_some(resource.name.as_str()),
-        })
+        self.resources
+            .values()
+            .find_map(|resource| match &resource.kind {
+                ResourceKind::Vm(vm) => vm
+                    .disks
+                    .iter()
+                    .any(|disk| disk.pool == pool && disk.volume == volume)
+                    .then_some(resource.name.as_str()),
+            })
     }
 
     /// Files a VM boots from, for existence checks outside the pure core.

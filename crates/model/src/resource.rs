@@ -129,7 +129,9 @@ pub enum Phase {
     Running,
     Stopping,
     /// Live migration towards `to` in progress; the resource runs on its host until it lands.
-    Migrating { to: String },
+    Migrating {
+        to: String,
+    },
     /// The last operation failed; `last_error` says how.
     Failed,
 }

@@ -2,8 +2,8 @@
 
 use crate::command::{ApplyResult, Command, Envelope, NewNode, Outcome, Rejection};
 use crate::config::{self, ClusterConfig, ConfigChange, ConfigError};
-use crate::resource::{Phase, ResourceState, Transition};
 use crate::names::NodeName;
+use crate::resource::{Phase, ResourceState, Transition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 

@@ -113,7 +113,9 @@ fn mac(what: &str, mac: &str) -> Result<(), ConfigError> {
             .all(|part| part.len() == 2 && part.chars().all(|c| c.is_ascii_hexdigit()))
         && u8::from_str_radix(parts[0], 16).is_ok_and(|first| first & 1 == 0);
     if !valid {
-        return Err(invalid(format!("{what}: mac {mac:?} is not a unicast MAC address")));
+        return Err(invalid(format!(
+            "{what}: mac {mac:?} is not a unicast MAC address"
+        )));
     }
     Ok(())
 }
@@ -129,7 +131,10 @@ fn vm(config: &ClusterConfig, what: &str, vm: &VmConfig) -> Result<(), ConfigErr
             }
         });
     if !uuid_ok {
-        return Err(invalid(format!("{what}: uuid {:?} is not 8-4-4-4-12 hex", vm.uuid)));
+        return Err(invalid(format!(
+            "{what}: uuid {:?} is not 8-4-4-4-12 hex",
+            vm.uuid
+        )));
     }
     for disk in &vm.disks {
         if !config.pools.contains_key(&disk.pool) {

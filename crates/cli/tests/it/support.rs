@@ -30,7 +30,10 @@ pub fn guest_env() -> &'static [(String, String)] {
     static GUEST: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
     GUEST.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest/build.sh");
-        let output = Command::new("bash").arg(&script).output().expect("guest/build.sh runs");
+        let output = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("guest/build.sh runs");
         assert!(
             output.status.success(),
             "the test guest could not be built (guest/build.sh): {}",
@@ -49,7 +52,11 @@ impl DevCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut command = hafen();
         if extra.contains(&"--demo-vms") {
-            command.envs(guest_env().iter().map(|(key, value)| (key.as_str(), value.as_str())));
+            command.envs(
+                guest_env()
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            );
         }
         let output = command
             .args(["dev-cluster", "up", "--nodes", &nodes.to_string(), "--dir"])
@@ -218,10 +225,12 @@ pub async fn leader(client: &Client) -> Option<String> {
     client.status().await.ok()?.leader
 }
 
-
 /// Process ids of QEMU processes inside a network namespace.
 pub fn qemu_processes(namespace: &str) -> Vec<i32> {
-    let output = Command::new("ip").args(["netns", "pids", namespace]).output().unwrap();
+    let output = Command::new("ip")
+        .args(["netns", "pids", namespace])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .filter_map(|pid| pid.parse::<i32>().ok())

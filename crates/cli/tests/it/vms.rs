@@ -27,9 +27,11 @@ fn vm_host(runtime: &tokio::runtime::Runtime, client: &hafen_client::Client, nam
 }
 
 async fn answering(http: &reqwest::Client, url: &str) -> GuestReply {
-    eventually(&format!("the guest at {url} to answer"), Duration::from_secs(120), || async {
-        guest(http, url).await
-    })
+    eventually(
+        &format!("the guest at {url} to answer"),
+        Duration::from_secs(120),
+        || async { guest(http, url).await },
+    )
     .await
 }
 
@@ -46,44 +48,94 @@ fn a_vm_stops_gracefully_keeps_its_data_and_is_adopted_after_a_daemon_restart() 
     let base = url.trim_end_matches('/').to_string();
     let first = runtime.block_on(answering(&http, &url));
     let written: Value = runtime
-        .block_on(async { http.get(format!("{base}/cgi-bin/data?value=kept-across-boots")).send().await?.json().await })
+        .block_on(async {
+            http.get(format!("{base}/cgi-bin/data?value=kept-across-boots"))
+                .send()
+                .await?
+                .json()
+                .await
+        })
         .unwrap();
-    assert!(written.to_string().contains("kept-across-boots"), "{written}");
+    assert!(
+        written.to_string().contains("kept-across-boots"),
+        "{written}"
+    );
 
     let host = vm_host(&runtime, &client, "vm1");
     let namespace = format!("hafen-{host}");
     let stopped = runtime.block_on(client.vm_action("vm1", "stop")).unwrap();
     assert_eq!(stopped.state, "stopped");
-    assert!(qemu_processes(&namespace).is_empty(), "QEMU still runs after stop");
+    assert!(
+        qemu_processes(&namespace).is_empty(),
+        "QEMU still runs after stop"
+    );
     let console = std::fs::read_to_string(
-        std::path::PathBuf::from(cluster.node(&host)["data_dir"].as_str().unwrap()).join("qemu/vm1/console.log"),
+        std::path::PathBuf::from(cluster.node(&host)["data_dir"].as_str().unwrap())
+            .join("qemu/vm1/console.log"),
     )
     .unwrap_or_default();
-    assert!(console.contains("Power down") || console.contains("reboot: Power"), "the guest did not power off cleanly:\n{}", console.lines().rev().take(10).collect::<Vec<_>>().join("\n"));
+    assert!(
+        console.contains("Power down") || console.contains("reboot: Power"),
+        "the guest did not power off cleanly:\n{}",
+        console
+            .lines()
+            .rev()
+            .take(10)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     let started = runtime.block_on(client.vm_action("vm1", "start")).unwrap();
     assert_eq!(started.state, "running");
     let second = runtime.block_on(answering(&http, &url));
-    assert_ne!(first.boot_id, second.boot_id, "a new boot has a new boot id");
+    assert_ne!(
+        first.boot_id, second.boot_id,
+        "a new boot has a new boot id"
+    );
     let records: Value = runtime
-        .block_on(async { http.get(format!("{base}/cgi-bin/data")).send().await?.json().await })
+        .block_on(async {
+            http.get(format!("{base}/cgi-bin/data"))
+                .send()
+                .await?
+                .json()
+                .await
+        })
         .unwrap();
-    assert!(records.to_string().contains("kept-across-boots"), "data lost across stop and start: {records}");
+    assert!(
+        records.to_string().contains("kept-across-boots"),
+        "data lost across stop and start: {records}"
+    );
 
     // Kill the daemon (not QEMU) and restart it: the same guest is adopted and managed.
     let host = vm_host(&runtime, &client, "vm1");
     cluster.kill(&host);
-    assert_eq!(runtime.block_on(guest(&http, &url)).unwrap().boot_id, second.boot_id, "the guest died with its daemon");
+    assert_eq!(
+        runtime.block_on(guest(&http, &url)).unwrap().boot_id,
+        second.boot_id,
+        "the guest died with its daemon"
+    );
     let mut child = cluster.restart(&host);
-    runtime.block_on(eventually("the restarted node to be online", Duration::from_secs(20), || async {
-        let status = client.status().await.ok()?;
-        status
-            .nodes
-            .iter()
-            .any(|node| node.name == host && node.state == hafen_api_types::NodeState::Online && node.log_index.is_some())
-            .then_some(())
-    }));
-    assert_eq!(runtime.block_on(answering(&http, &url)).boot_id, second.boot_id, "the guest was restarted instead of adopted");
+    runtime.block_on(eventually(
+        "the restarted node to be online",
+        Duration::from_secs(20),
+        || async {
+            let status = client.status().await.ok()?;
+            status
+                .nodes
+                .iter()
+                .any(|node| {
+                    node.name == host
+                        && node.state == hafen_api_types::NodeState::Online
+                        && node.log_index.is_some()
+                })
+                .then_some(())
+        },
+    ));
+    assert_eq!(
+        runtime.block_on(answering(&http, &url)).boot_id,
+        second.boot_id,
+        "the guest was restarted instead of adopted"
+    );
     let stopped = runtime.block_on(client.vm_action("vm1", "stop")).unwrap();
     assert_eq!(stopped.state, "stopped", "the adopted guest is not managed");
     assert!(qemu_processes(&format!("hafen-{host}")).is_empty());
@@ -129,7 +181,10 @@ fn a_live_migration_keeps_the_guest_answering_with_the_same_boot_id() {
                     longest = longest.max(sent.elapsed());
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                println!("longest request during the migration: {} ms", longest.as_millis());
+                println!(
+                    "longest request during the migration: {} ms",
+                    longest.as_millis()
+                );
                 (replies, failures)
             }
         });
@@ -143,17 +198,45 @@ fn a_live_migration_keeps_the_guest_answering_with_the_same_boot_id() {
     let result = result.unwrap();
     println!(
         "migration {} -> {}: QEMU {} ms, downtime {} ms, hafen total {} ms; {} replies, {} failed",
-        result.from, result.to, result.qemu_total_time_ms, result.downtime_ms, result.orchestration_total_ms, replies.len(), failures.len()
+        result.from,
+        result.to,
+        result.qemu_total_time_ms,
+        result.downtime_ms,
+        result.orchestration_total_ms,
+        replies.len(),
+        failures.len()
     );
     assert_eq!(result.to, target);
-    assert!(failures.is_empty(), "{} requests failed during the migration", failures.len());
-    assert!(replies.iter().all(|reply| reply.boot_id == before.boot_id), "the guest rebooted");
-    assert!(replies.windows(2).all(|pair| pair[0].counter < pair[1].counter), "the counter went backwards");
-    assert!(qemu_processes(&format!("hafen-{source}")).is_empty(), "QEMU left on the source");
+    assert!(
+        failures.is_empty(),
+        "{} requests failed during the migration",
+        failures.len()
+    );
+    assert!(
+        replies.iter().all(|reply| reply.boot_id == before.boot_id),
+        "the guest rebooted"
+    );
+    assert!(
+        replies
+            .windows(2)
+            .all(|pair| pair[0].counter < pair[1].counter),
+        "the counter went backwards"
+    );
+    assert!(
+        qemu_processes(&format!("hafen-{source}")).is_empty(),
+        "QEMU left on the source"
+    );
     assert_eq!(qemu_processes(&format!("hafen-{target}")).len(), 1);
     let status = runtime.block_on(client.status()).unwrap();
-    let vm = status.resources.iter().find(|resource| resource.name == "vm1").unwrap();
-    assert_eq!((vm.state.as_str(), vm.node.as_deref()), ("running", Some(target.as_str())));
+    let vm = status
+        .resources
+        .iter()
+        .find(|resource| resource.name == "vm1")
+        .unwrap();
+    assert_eq!(
+        (vm.state.as_str(), vm.node.as_deref()),
+        ("running", Some(target.as_str()))
+    );
 }
 
 /// A migration to an unreachable target, and one whose target QEMU is killed mid-transfer,
@@ -190,27 +273,53 @@ fn failed_migrations_leave_the_vm_running_on_its_source() {
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         for pid in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         migration.await.unwrap().unwrap_err()
     });
     let message = error.to_string();
-    assert!(message.contains("keeps running on") && message.contains(&source), "{message}");
+    assert!(
+        message.contains("keeps running on") && message.contains(&source),
+        "{message}"
+    );
     let after = runtime.block_on(answering(&http, &url));
     assert_eq!(after.boot_id, before.boot_id, "the guest was restarted");
     let vm = runtime.block_on(client.vm("vm1")).unwrap();
-    assert_eq!((vm.state.as_str(), vm.node.as_deref()), ("running", Some(source.as_str())));
-    assert!(vm.last_error.as_deref().is_some_and(|error| error.contains("migration")), "{vm:?}");
-    assert!(qemu_processes(&namespace).is_empty(), "a destination QEMU was left behind");
+    assert_eq!(
+        (vm.state.as_str(), vm.node.as_deref()),
+        ("running", Some(source.as_str()))
+    );
+    assert!(
+        vm.last_error
+            .as_deref()
+            .is_some_and(|error| error.contains("migration")),
+        "{vm:?}"
+    );
+    assert!(
+        qemu_processes(&namespace).is_empty(),
+        "a destination QEMU was left behind"
+    );
 
     // Target unreachable: its daemon is gone.
     let unreachable = others[1].clone();
     cluster.kill(&unreachable);
-    let error = runtime.block_on(client.migrate_vm("vm1", Some(&unreachable), None)).unwrap_err().to_string();
+    let error = runtime
+        .block_on(client.migrate_vm("vm1", Some(&unreachable), None))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains(&unreachable), "{error}");
     let vm = runtime.block_on(client.vm("vm1")).unwrap();
-    assert_eq!((vm.state.as_str(), vm.node.as_deref()), ("running", Some(source.as_str())));
-    assert_eq!(runtime.block_on(answering(&http, &url)).boot_id, before.boot_id);
+    assert_eq!(
+        (vm.state.as_str(), vm.node.as_deref()),
+        ("running", Some(source.as_str()))
+    );
+    assert_eq!(
+        runtime.block_on(answering(&http, &url)).boot_id,
+        before.boot_id
+    );
 }
 
 /// Zero memory, an unknown pool, a duplicate name and a missing image are refused with a
@@ -223,9 +332,19 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
     let client = cluster.client();
     let pool_dir = cluster.path().join("pool");
     let guest = guest_env();
-    let value = |key: &str| guest.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap();
+    let value = |key: &str| {
+        guest
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     runtime
-        .block_on(client.define_pool(&PoolRequest { name: "shared".into(), kind: None, path: pool_dir.display().to_string() }))
+        .block_on(client.define_pool(&PoolRequest {
+            name: "shared".into(),
+            kind: None,
+            path: pool_dir.display().to_string(),
+        }))
         .unwrap();
     let template = |name: &str, pool: &str, kernel: String| TemplateRequest {
         name: name.into(),
@@ -239,10 +358,27 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
         memory_mib: Some(128),
         vcpus: Some(1),
     };
-    let error = runtime.block_on(client.define_template(&template("elsewhere", "nowhere", value("HAFEN_GUEST_KERNEL")))).unwrap_err();
-    assert!(error.to_string().contains("unknown pool \"nowhere\""), "{error}");
-    runtime.block_on(client.define_template(&template("good", "shared", value("HAFEN_GUEST_KERNEL")))).unwrap();
-    runtime.block_on(client.define_template(&template("lost", "shared", "/nonexistent/vmlinuz".into()))).unwrap();
+    let error = runtime
+        .block_on(client.define_template(&template(
+            "elsewhere",
+            "nowhere",
+            value("HAFEN_GUEST_KERNEL"),
+        )))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unknown pool \"nowhere\""),
+        "{error}"
+    );
+    runtime
+        .block_on(client.define_template(&template("good", "shared", value("HAFEN_GUEST_KERNEL"))))
+        .unwrap();
+    runtime
+        .block_on(client.define_template(&template(
+            "lost",
+            "shared",
+            "/nonexistent/vmlinuz".into(),
+        )))
+        .unwrap();
     let create = |name: &str, template: &str, memory: Option<u64>| VmCreateRequest {
         name: name.into(),
         template: template.into(),
@@ -252,17 +388,35 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
         address: None,
         start: Some(false),
     };
-    let error = runtime.block_on(client.create_vm(&create("zero", "good", Some(0)))).unwrap_err();
+    let error = runtime
+        .block_on(client.create_vm(&create("zero", "good", Some(0))))
+        .unwrap_err();
     assert!(error.to_string().contains("memory_mib 0"), "{error}");
-    let error = runtime.block_on(client.create_vm(&create("ghost", "lost", None))).unwrap_err();
-    assert!(error.to_string().contains("/nonexistent/vmlinuz") && error.to_string().contains("missing"), "{error}");
-    let error = runtime.block_on(client.create_vm(&create("orphan", "no-such-template", None))).unwrap_err();
+    let error = runtime
+        .block_on(client.create_vm(&create("ghost", "lost", None)))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("/nonexistent/vmlinuz") && error.to_string().contains("missing"),
+        "{error}"
+    );
+    let error = runtime
+        .block_on(client.create_vm(&create("orphan", "no-such-template", None)))
+        .unwrap_err();
     assert!(error.to_string().contains("unknown template"), "{error}");
-    runtime.block_on(client.create_vm(&create("one", "good", None))).unwrap();
-    let error = runtime.block_on(client.create_vm(&create("one", "good", None))).unwrap_err();
+    runtime
+        .block_on(client.create_vm(&create("one", "good", None)))
+        .unwrap();
+    let error = runtime
+        .block_on(client.create_vm(&create("one", "good", None)))
+        .unwrap_err();
     assert!(error.to_string().contains("exists already"), "{error}");
     // Only the one good VM and its disk exist.
-    let vms: Vec<String> = runtime.block_on(client.vms()).unwrap().into_iter().map(|vm| vm.name).collect();
+    let vms: Vec<String> = runtime
+        .block_on(client.vms())
+        .unwrap()
+        .into_iter()
+        .map(|vm| vm.name)
+        .collect();
     assert_eq!(vms, vec!["one".to_string()]);
     let mut files: Vec<String> = std::fs::read_dir(&pool_dir)
         .unwrap()
@@ -270,5 +424,9 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
         .filter(|name| !name.starts_with('.'))
         .collect();
     files.sort();
-    assert_eq!(files, vec!["one-disk.qcow2".to_string()], "refused creations left files behind: {files:?}");
+    assert_eq!(
+        files,
+        vec!["one-disk.qcow2".to_string()],
+        "refused creations left files behind: {files:?}"
+    );
 }
