@@ -24,6 +24,17 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Vm(command) => vm(&global, command).await,
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
+        TopCommand::Sim {
+            seeds,
+            seed,
+            time_box_s,
+        } => {
+            let status = hafen_sim::cli_main(seeds, seed, time_box_s.map(|seconds| seconds * 1000));
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
+        }
         TopCommand::Completions { shell } => {
             clap_complete::generate(
                 shell,

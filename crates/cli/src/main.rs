@@ -83,6 +83,18 @@ pub enum TopCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Run the deterministic HA simulator: random seeds, or replay one.
+    Sim {
+        /// How many random seeds to run.
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Replay exactly this seed and print its event log if it fails.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop starting new seeds after this many seconds.
+        #[arg(long)]
+        time_box_s: Option<u64>,
+    },
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
     /// Run a local cluster of several daemons for development, demos and tests.

@@ -14,10 +14,10 @@ use hafen_scheduler::{
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult,
-    FencingMethod, FencingState, Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole,
-    Operation, OperationKind, OperationResult, Outcome, Phase, ResourceFailure, ResourceRecord,
-    Severity, Transition,
+    ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult, FencingMethod,
+    FencingState, Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole, Operation,
+    OperationKind, OperationResult, Outcome, Phase, ResourceFailure, ResourceRecord, Severity,
+    Transition,
 };
 
 /// The leader's timing and limits.
@@ -121,7 +121,10 @@ struct FenceAttempt {
 
 #[derive(Clone, Debug, Default)]
 struct Liveness {
+    /// Last acknowledged heartbeat (what the host's lease follows); 0 after a fence.
     last_acked_ms: u64,
+    /// Last heartbeat received at all (what suspicion follows).
+    last_received_ms: u64,
     /// Running resources missing from consecutive heartbeats.
     missing: BTreeMap<String, u32>,
     /// (resource, generation) reported running without an assignment, consecutive heartbeats.
@@ -134,6 +137,8 @@ struct Liveness {
 pub struct ClusterController {
     config: ControllerConfig,
     snapshot: Option<ClusterSnapshot>,
+    /// The snapshot's revision, stamped on operations.
+    revision: u64,
     leader: bool,
     leadership_gained_ms: u64,
     liveness: BTreeMap<String, Liveness>,
@@ -158,6 +163,7 @@ impl ClusterController {
         ClusterController {
             config,
             snapshot: None,
+            revision: 0,
             leader: false,
             leadership_gained_ms: 0,
             liveness: BTreeMap::new(),
@@ -241,6 +247,7 @@ impl ClusterController {
         if let Some(broken) = single_active_violation(&snapshot) {
             self.halt(broken, &mut actions);
         }
+        self.revision = snapshot.revision;
         self.snapshot = Some(snapshot);
         self.dirty = true;
         actions.extend(self.act(now_ms));
@@ -265,10 +272,12 @@ impl ClusterController {
         match &host.fencing {
             FencingState::None => {
                 let host = host.clone();
-                self.liveness
-                    .entry(heartbeat.host.clone())
-                    .or_default()
-                    .last_acked_ms = now_ms;
+                // A host heard for the first time in this leadership can take work now.
+                let first = !self.heard(&heartbeat.host);
+                let liveness = self.liveness.entry(heartbeat.host.clone()).or_default();
+                liveness.last_acked_ms = now_ms;
+                liveness.last_received_ms = now_ms;
+                self.dirty |= first;
                 actions.push(Action::AckHeartbeat(HeartbeatAck {
                     host: heartbeat.host.clone(),
                     sent_at_ms: heartbeat.sent_at_ms,
@@ -277,15 +286,18 @@ impl ClusterController {
                 if host.mode != HostMode::Maintenance {
                     self.reconcile(now_ms, &heartbeat, &mut actions);
                 }
+                if first {
+                    actions.extend(self.act(now_ms));
+                }
             }
             // Never renew the lease of a suspected host: it must lapse for the fencing
             // confirmation by lease expiry to hold.
             FencingState::Unclean { .. } => {}
             FencingState::Fenced { .. } => {
-                self.liveness
-                    .entry(heartbeat.host.clone())
-                    .or_default()
-                    .heard_while_fenced = true;
+                let liveness = self.liveness.entry(heartbeat.host.clone()).or_default();
+                liveness.heard_while_fenced = true;
+                liveness.last_received_ms = now_ms;
+                liveness.last_acked_ms = 0;
                 self.dirty = true;
                 actions.extend(self.act(now_ms));
             }
@@ -293,11 +305,7 @@ impl ClusterController {
         actions
     }
 
-    pub fn handle_operation_result(
-        &mut self,
-        now_ms: u64,
-        result: OperationResult,
-    ) -> Vec<Action> {
+    pub fn handle_operation_result(&mut self, now_ms: u64, result: OperationResult) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.leader || self.halted.is_some() {
             return actions;
@@ -388,6 +396,25 @@ impl ClusterController {
         actions
     }
 
+    /// The log refused a proposed transition (see [`crate::apply_transition`]): what it was
+    /// waiting for will not come, so the controller re-plans at once.
+    pub fn handle_rejected(&mut self, now_ms: u64, transition: &Transition) -> Vec<Action> {
+        match transition {
+            Transition::HostSuspected { host, .. }
+            | Transition::HostFenced { host, .. }
+            | Transition::HostRejoined { host } => {
+                self.awaiting_host.remove(host);
+            }
+            other => {
+                if let Some(resource) = other.resource() {
+                    self.awaiting_resource.remove(resource);
+                }
+            }
+        }
+        self.dirty = true;
+        self.act(now_ms)
+    }
+
     pub fn handle_tick(&mut self, now_ms: u64) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.leader || self.halted.is_some() {
@@ -407,7 +434,10 @@ impl ClusterController {
     fn active(&self) -> bool {
         self.leader
             && self.halted.is_none()
-            && self.snapshot.as_ref().is_some_and(|snapshot| snapshot.quorate)
+            && self
+                .snapshot
+                .as_ref()
+                .is_some_and(|snapshot| snapshot.quorate)
     }
 
     fn halt(&mut self, reason: String, actions: &mut Vec<Action>) {
@@ -484,6 +514,24 @@ impl ClusterController {
         self.snapshot.as_ref().expect("act checked the snapshot")
     }
 
+    /// Whether a heartbeat of `host` was acknowledged during this leadership (and since its
+    /// last fence): only then may it hold a lease.
+    fn heard(&self, host: &str) -> bool {
+        self.liveness.get(host).is_some_and(|liveness| {
+            liveness.last_acked_ms > 0 && liveness.last_acked_ms >= self.leadership_gained_ms
+        })
+    }
+
+    fn last_received_ms(&self, host: &str) -> u64 {
+        self.liveness
+            .get(host)
+            .map_or(0, |liveness| liveness.last_received_ms)
+            .max(self.leadership_gained_ms)
+    }
+
+    /// The basis of the lease-expiry confirmation: no lease the host holds can have been
+    /// granted by this leader after this, and none by an earlier leader after this
+    /// leadership began.
     fn last_heard_ms(&self, host: &str) -> u64 {
         self.liveness
             .get(host)
@@ -500,7 +548,7 @@ impl ClusterController {
             }
             match host.fencing {
                 FencingState::None => {
-                    let silent_ms = now_ms.saturating_sub(self.last_heard_ms(&host.name));
+                    let silent_ms = now_ms.saturating_sub(self.last_received_ms(&host.name));
                     if silent_ms > self.config.node_timeout_ms {
                         let reason = format!("no heartbeat for {silent_ms} ms");
                         self.propose(
@@ -519,8 +567,10 @@ impl ClusterController {
                         .get(&host.name)
                         .is_some_and(|liveness| liveness.heard_while_fenced);
                     if heard {
-                        self.liveness.entry(host.name.clone()).or_default().heard_while_fenced =
-                            false;
+                        self.liveness
+                            .entry(host.name.clone())
+                            .or_default()
+                            .heard_while_fenced = false;
                         self.propose(
                             now_ms,
                             Transition::HostRejoined {
@@ -712,8 +762,7 @@ impl ClusterController {
         &mut self,
         now_ms: u64,
         record: &ResourceRecord,
-        host: &str,
-        generation: u64,
+        (host, generation): (&str, u64),
         kind: OperationKind,
         orphan: bool,
         actions: &mut Vec<Action>,
@@ -732,7 +781,7 @@ impl ClusterController {
             resource: record.config.name.clone(),
             kind,
             generation,
-            revision: self.snapshot().revision,
+            revision: self.revision,
             timeout_ms,
             monitor_interval_ms: timeouts.monitor_interval_ms,
             monitor_timeout_ms: timeouts.monitor_timeout_ms,
@@ -751,14 +800,27 @@ impl ClusterController {
 
     /// Sends the operation each committed `starting`, `stopping` or migration needs.
     fn drive_transitions(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
-        let snapshot = self.snapshot().clone();
+        // Taken out while `self` is mutated; put back below.
+        let snapshot = self.snapshot.take().expect("act checked the snapshot");
+        self.drive_transitions_of(&snapshot, now_ms, actions);
+        self.snapshot = Some(snapshot);
+    }
+
+    fn drive_transitions_of(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        now_ms: u64,
+        actions: &mut Vec<Action>,
+    ) {
         for record in &snapshot.resources {
             for assignment in &record.assignments {
                 let Some(host) = snapshot.host(&assignment.host) else {
                     continue;
                 };
                 // An unclean host's resources are left exactly as they are (I2).
+                // A commit pending for it changes what is needed: wait for it.
                 if host.fencing != FencingState::None
+                    || self.awaiting_resource.contains_key(&record.config.name)
                     || self.in_flight_on(&record.config.name, &host.name)
                 {
                     continue;
@@ -793,8 +855,7 @@ impl ClusterController {
                 self.execute(
                     now_ms,
                     record,
-                    &host.name,
-                    assignment.generation,
+                    (&host.name, assignment.generation),
                     kind,
                     false,
                     actions,
@@ -805,8 +866,19 @@ impl ClusterController {
 
     /// Compares a heartbeat with the committed assignments of its host.
     fn reconcile(&mut self, now_ms: u64, heartbeat: &Heartbeat, actions: &mut Vec<Action>) {
+        let snapshot = self.snapshot.take().expect("heartbeats need a snapshot");
+        self.reconcile_with(&snapshot, now_ms, heartbeat, actions);
+        self.snapshot = Some(snapshot);
+    }
+
+    fn reconcile_with(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        now_ms: u64,
+        heartbeat: &Heartbeat,
+        actions: &mut Vec<Action>,
+    ) {
         let limit = self.config.reconcile_heartbeats;
-        let snapshot = self.snapshot().clone();
         let reported: BTreeSet<(String, u64)> = heartbeat.running.iter().cloned().collect();
         let mut missing_now: Vec<(String, u64)> = Vec::new();
         let mut orphans_now: Vec<(String, u64)> = Vec::new();
@@ -887,8 +959,7 @@ impl ClusterController {
             self.execute(
                 now_ms,
                 record,
-                &heartbeat.host,
-                generation,
+                (&heartbeat.host, generation),
                 OperationKind::Stop,
                 true,
                 actions,
@@ -909,7 +980,18 @@ impl ClusterController {
                 return;
             }
         };
-        let snapshot = self.snapshot().clone();
+        let snapshot = self.snapshot.take().expect("act checked the snapshot");
+        self.launch(&snapshot, &plan, now_ms, actions);
+        self.snapshot = Some(snapshot);
+    }
+
+    fn launch(
+        &mut self,
+        snapshot: &ClusterSnapshot,
+        plan: &hafen_scheduler::Plan,
+        now_ms: u64,
+        actions: &mut Vec<Action>,
+    ) {
         let mut launched = self.operations.len() + self.awaiting_resource.len();
         for action in &plan.actions {
             if launched >= self.config.max_parallel_operations {
@@ -927,8 +1009,9 @@ impl ClusterController {
                         continue;
                     };
                     // The scheduler filters by capacity; what is committed may still hold a
-                    // migration's source, so check again (I5).
-                    if !snapshot.fits(record, host) {
+                    // migration's source, so check again (I5). A host not heard from since
+                    // this leadership began may hold no lease and would refuse.
+                    if !snapshot.fits(record, host) || !self.heard(&host.name) {
                         continue;
                     }
                     Transition::Assign {
@@ -956,9 +1039,10 @@ impl ClusterController {
                     let Some(destination) = snapshot.host(to) else {
                         continue;
                     };
-                    if self.migrations_involving(&snapshot, from) >= self.config.migration_limit
-                        || self.migrations_involving(&snapshot, to) >= self.config.migration_limit
+                    if migrations_involving(snapshot, from) >= self.config.migration_limit
+                        || migrations_involving(snapshot, to) >= self.config.migration_limit
                         || !snapshot.fits(record, destination)
+                        || !self.heard(to)
                     {
                         continue;
                     }
@@ -985,7 +1069,7 @@ impl ClusterController {
                         OperationKind::Demote
                     };
                     let generation = assignment.generation;
-                    self.execute(now_ms, record, host, generation, kind, false, actions);
+                    self.execute(now_ms, record, (host, generation), kind, false, actions);
                     launched += 1;
                     continue;
                 }
@@ -994,21 +1078,21 @@ impl ClusterController {
             launched += 1;
         }
     }
+}
 
-    fn migrations_involving(&self, snapshot: &ClusterSnapshot, host: &str) -> usize {
-        snapshot
-            .resources
-            .iter()
-            .flat_map(|record| &record.assignments)
-            .filter(|assignment| {
-                assignment.host == host
-                    && matches!(
-                        assignment.phase,
-                        Phase::MigratingTo { .. } | Phase::MigratingFrom { .. }
-                    )
-            })
-            .count()
-    }
+fn migrations_involving(snapshot: &ClusterSnapshot, host: &str) -> usize {
+    snapshot
+        .resources
+        .iter()
+        .flat_map(|record| &record.assignments)
+        .filter(|assignment| {
+            assignment.host == host
+                && matches!(
+                    assignment.phase,
+                    Phase::MigratingTo { .. } | Phase::MigratingFrom { .. }
+                )
+        })
+        .count()
 }
 
 /// The scheduler's input, built from the committed snapshot: host states from mode and fencing,
@@ -1024,8 +1108,7 @@ pub fn scheduler_view(snapshot: &ClusterSnapshot, config: &ControllerConfig) -> 
         failover_domains: snapshot.failover_domains.clone(),
     };
     if view.options.default_migration_threshold.is_none() {
-        view.options.default_migration_threshold =
-            Some(config.fallback_migration_threshold);
+        view.options.default_migration_threshold = Some(config.fallback_migration_threshold);
     }
     for host in snapshot.members() {
         let state = match (&host.fencing, host.mode) {
@@ -1110,13 +1193,11 @@ fn result_transition(now_ms: u64, in_flight: &InFlight, outcome: &Outcome) -> Op
             severity: *severity,
             at_ms: now_ms,
         },
-        (OperationKind::Stop, Outcome::Success | Outcome::Refused { .. }) => {
-            Transition::Stopped {
-                resource,
-                host,
-                generation,
-            }
-        }
+        (OperationKind::Stop, Outcome::Success | Outcome::Refused { .. }) => Transition::Stopped {
+            resource,
+            host,
+            generation,
+        },
         // A stop that fails leaves the resource possibly running: fence the host (Pacemaker's
         // on-fail=fence for stop).
         (OperationKind::Stop, Outcome::Failure { .. }) => stop_failed(),
@@ -1171,7 +1252,11 @@ fn single_active_violation(snapshot: &ClusterSnapshot) -> Option<String> {
                     return Some(format!("resource {name} is assigned to two hosts"));
                 }
             }
-            _ => return Some(format!("resource {name} is assigned to more than two hosts")),
+            _ => {
+                return Some(format!(
+                    "resource {name} is assigned to more than two hosts"
+                ));
+            }
         }
     }
     None

@@ -31,6 +31,6 @@ pub use state::{Rejection, apply_transition};
 pub use types::{
     ActionId, Assignment, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult,
     FencingMethod, FencingState, Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole,
-    Operation, OperationKind, OperationResult, OperationTimeouts, Outcome, Phase,
-    ResourceFailure, ResourceRecord, Severity, Transition,
+    Operation, OperationKind, OperationResult, OperationTimeouts, Outcome, Phase, ResourceFailure,
+    ResourceRecord, Severity, Transition,
 };

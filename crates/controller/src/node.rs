@@ -82,7 +82,13 @@ pub enum DriverKind {
     Monitor,
     /// Live-migrate to `to`; its agent adopts it with
     /// [`NodeController::handle_migrated_in`].
-    MigrateOut { to: String, to_generation: u64 },
+    MigrateOut {
+        to: String,
+        to_generation: u64,
+        /// The operation's revision: the destination refuses it when it regained its lease
+        /// after this revision (the migration predates the destination's fence).
+        revision: u64,
+    },
     Promote,
     Demote,
 }
@@ -97,7 +103,9 @@ pub enum DriverOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum LocalState {
     /// Waiting for the restart back-off before the driver start.
-    Delayed { not_before_ms: u64 },
+    Delayed {
+        not_before_ms: u64,
+    },
     Starting,
     Running,
     Stopping,
@@ -262,6 +270,20 @@ impl NodeController {
         actions
     }
 
+    /// Whether this agent would accept `resource` migrating in with `generation` (the
+    /// destination's runtime asks before it prepares the incoming instance).
+    pub fn accepts_incoming(
+        &self,
+        now_ms: u64,
+        resource: &str,
+        generation: u64,
+        revision: u64,
+    ) -> bool {
+        self.has_lease(now_ms)
+            && revision >= self.min_revision
+            && !self.refuses_generation(resource, generation)
+    }
+
     /// A resource live-migrated here resumed. Adopted only with a lease and a current
     /// generation; otherwise it is stopped at once.
     pub fn handle_migrated_in(
@@ -278,7 +300,8 @@ impl NodeController {
             actions.push(NodeAction::Driver(command));
             return actions;
         }
-        self.seen_generation.insert(resource.to_string(), generation);
+        self.seen_generation
+            .insert(resource.to_string(), generation);
         self.resources.insert(
             resource.to_string(),
             Local {
@@ -327,8 +350,9 @@ impl NodeController {
         self.next_command_id += 1;
         // Pending commands for a resource are superseded by a new one: the runtime serializes
         // commands per resource, so only the last one's result matters.
-        self.pending
-            .retain(|_, pending| pending.resource != resource || pending.kind == DriverKind::Monitor);
+        self.pending.retain(|_, pending| {
+            pending.resource != resource || pending.kind == DriverKind::Monitor
+        });
         self.pending.insert(
             command_id,
             Pending {
@@ -395,7 +419,11 @@ impl NodeController {
             }
             let running = local.generation;
             if local.state != LocalState::Failed && running != operation.generation {
-                return self.refuse(&operation, format!("generation {running} runs here"), actions);
+                return self.refuse(
+                    &operation,
+                    format!("generation {running} runs here"),
+                    actions,
+                );
             }
         }
         self.remember(&resource, operation.generation);
@@ -404,7 +432,8 @@ impl NodeController {
             now_ms
         } else {
             let shift = (failures - 1).min(16);
-            now_ms + (self.config.restart_backoff_ms << shift).min(self.config.restart_backoff_max_ms)
+            now_ms
+                + (self.config.restart_backoff_ms << shift).min(self.config.restart_backoff_max_ms)
         };
         self.resources.insert(
             resource,
@@ -432,7 +461,10 @@ impl NodeController {
             self.stopped_generation.clear();
             self.migrated_out.clear();
         }
-        let seen = self.seen_generation.entry(resource.to_string()).or_default();
+        let seen = self
+            .seen_generation
+            .entry(resource.to_string())
+            .or_default();
         *seen = (*seen).max(generation);
     }
 
@@ -523,13 +555,22 @@ impl NodeController {
             );
         };
         if local.generation != operation.generation || local.state != LocalState::Running {
-            return self.refuse(&operation, "not running here in that generation".to_string(), actions);
+            return self.refuse(
+                &operation,
+                "not running here in that generation".to_string(),
+                actions,
+            );
         }
         local.state = LocalState::MigratingOut;
         local.monitor_deadline_ms = None;
         let (generation, timeout_ms) = (local.generation, operation.timeout_ms);
+        let revision = operation.revision;
         local.operation = Some(operation);
-        let kind = DriverKind::MigrateOut { to, to_generation };
+        let kind = DriverKind::MigrateOut {
+            to,
+            to_generation,
+            revision,
+        };
         let command = self.command(&resource, generation, kind, timeout_ms, now_ms);
         actions.push(NodeAction::Driver(command));
     }
@@ -543,7 +584,11 @@ impl NodeController {
             return self.refuse(&operation, "not running here".to_string(), actions);
         };
         if local.generation != operation.generation || local.state != LocalState::Running {
-            return self.refuse(&operation, "not running here in that generation".to_string(), actions);
+            return self.refuse(
+                &operation,
+                "not running here in that generation".to_string(),
+                actions,
+            );
         }
         let kind = if operation.kind == OperationKind::Promote {
             DriverKind::Promote
@@ -736,7 +781,12 @@ impl NodeController {
     pub fn open_operations(&self) -> Vec<ActionId> {
         self.resources
             .values()
-            .filter_map(|local| local.operation.as_ref().map(|operation| operation.action_id))
+            .filter_map(|local| {
+                local
+                    .operation
+                    .as_ref()
+                    .map(|operation| operation.action_id)
+            })
             .collect()
     }
 }

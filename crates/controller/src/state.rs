@@ -59,7 +59,11 @@ pub fn apply_transition(
         Transition::HostSuspected { host, reason } => {
             let record = host_mut(state, host)?;
             if record.fencing != FencingState::None {
-                return Err(host_state(record.name.clone(), &record.fencing, "not suspected"));
+                return Err(host_state(
+                    record.name.clone(),
+                    &record.fencing,
+                    "not suspected",
+                ));
             }
             record.fencing = FencingState::Unclean {
                 reason: reason.clone(),
@@ -137,7 +141,11 @@ pub fn apply_transition(
                 assignment.phase,
                 Phase::MigratingTo { .. } | Phase::MigratingFrom { .. } | Phase::Stopping
             ) {
-                return Err(phase_error(resource, assignment, "not migrating or stopping"));
+                return Err(phase_error(
+                    resource,
+                    assignment,
+                    "not migrating or stopping",
+                ));
             }
             assignment.phase = Phase::Failed;
             let members: Vec<String> = state
@@ -163,7 +171,9 @@ pub fn apply_transition(
         } => {
             let record = resource_mut(state, resource)?;
             expect_migration(record, from, to, *generation)?;
-            record.assignments.retain(|assignment| assignment.host != *from);
+            record
+                .assignments
+                .retain(|assignment| assignment.host != *from);
             let destination = assignment_mut(state, resource, to, *generation)?;
             destination.phase = Phase::Running;
         }
@@ -176,7 +186,9 @@ pub fn apply_transition(
         } => {
             let record = resource_mut(state, resource)?;
             expect_migration(record, from, to, *generation)?;
-            record.assignments.retain(|assignment| assignment.host != *to);
+            record
+                .assignments
+                .retain(|assignment| assignment.host != *to);
             for assignment in &mut record.assignments {
                 assignment.phase = Phase::Running;
             }
@@ -339,9 +351,12 @@ fn expect_migration(
     to: &str,
     generation: u64,
 ) -> Result<(), Rejection> {
-    let source = record
-        .assignment_on(from)
-        .is_some_and(|assignment| assignment.phase == Phase::MigratingTo { host: to.to_string() });
+    let source = record.assignment_on(from).is_some_and(|assignment| {
+        assignment.phase
+            == Phase::MigratingTo {
+                host: to.to_string(),
+            }
+    });
     let destination = record.assignment_on(to).is_some_and(|assignment| {
         assignment.generation == generation
             && assignment.phase
@@ -365,7 +380,9 @@ fn expect_migration(
 fn drop_assignments_on(state: &mut ClusterSnapshot, host: &str) {
     for record in &mut state.resources {
         let before = record.assignments.len();
-        record.assignments.retain(|assignment| assignment.host != host);
+        record
+            .assignments
+            .retain(|assignment| assignment.host != host);
         if record.assignments.len() == before {
             continue;
         }
@@ -388,7 +405,11 @@ fn count_failure(
     members: &[String],
 ) {
     let mut bump = |host: &str, infinite: bool| {
-        let count = record.config.fail_counts.entry(host.to_string()).or_default();
+        let count = record
+            .config
+            .fail_counts
+            .entry(host.to_string())
+            .or_default();
         count.count = if infinite {
             FAIL_COUNT_INFINITY
         } else {

@@ -156,9 +156,13 @@ pub enum HostMode {
 pub enum FencingState {
     None,
     /// Suspected: its resources may still run; nothing of it is touched or recovered.
-    Unclean { reason: String },
+    Unclean {
+        reason: String,
+    },
     /// Confirmed to run nothing; its assignments were dropped when this was committed.
-    Fenced { how: FenceConfirmation },
+    Fenced {
+        how: FenceConfirmation,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,9 +236,13 @@ pub enum Phase {
     /// A start, monitor or promotion failed; it may still run until stopped.
     Failed,
     /// Source half of a live migration to `host`.
-    MigratingTo { host: String },
+    MigratingTo {
+        host: String,
+    },
     /// Destination half of a live migration from `host`.
-    MigratingFrom { host: String },
+    MigratingFrom {
+        host: String,
+    },
 }
 
 impl Phase {
@@ -407,7 +415,10 @@ pub enum OperationKind {
     Start,
     Stop,
     /// Sent to the source; the destination runs `to_generation` when it resumes.
-    Migrate { to: String, to_generation: u64 },
+    Migrate {
+        to: String,
+        to_generation: u64,
+    },
     Promote,
     Demote,
 }
@@ -428,9 +439,14 @@ impl OperationKind {
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Success,
-    Failure { severity: Severity, message: String },
+    Failure {
+        severity: Severity,
+        message: String,
+    },
     /// The agent would not do it (no lease, stale generation): nothing happened there.
-    Refused { message: String },
+    Refused {
+        message: String,
+    },
 }
 
 /// An agent's answer to an [`Operation`].

@@ -118,7 +118,12 @@ fn random_faults(
                     }
                 }
                 isolated.sort_unstable();
-                faults.push((at_ms, Fault::Partition { groups: vec![isolated] }));
+                faults.push((
+                    at_ms,
+                    Fault::Partition {
+                        groups: vec![isolated],
+                    },
+                ));
                 faults.push((at_ms + rng.between(300, 5_000), Fault::Heal));
             }
             5 => faults.push((

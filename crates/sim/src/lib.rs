@@ -94,7 +94,10 @@ pub struct Report {
 
 impl Report {
     pub fn violations(&self) -> usize {
-        self.failures.iter().map(|outcome| outcome.violations.len()).sum()
+        self.failures
+            .iter()
+            .map(|outcome| outcome.violations.len())
+            .sum()
     }
 }
 

@@ -38,28 +38,53 @@ pub struct ResourceSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// Power loss: processes die; the host boots again after `reboot_after_ms`.
-    Crash { host: usize, reboot_after_ms: u64 },
+    Crash {
+        host: usize,
+        reboot_after_ms: u64,
+    },
     /// Every process of the host freezes (agent and VMs) until `Resume`.
-    Hang { host: usize },
-    Resume { host: usize },
+    Hang {
+        host: usize,
+    },
+    Resume {
+        host: usize,
+    },
     /// Hosts in different groups cannot talk; hosts not listed are in group 0.
-    Partition { groups: Vec<Vec<usize>> },
+    Partition {
+        groups: Vec<Vec<usize>>,
+    },
     Heal,
     /// The host's fence device fails this many times.
-    FenceFails { host: usize, times: u32 },
+    FenceFails {
+        host: usize,
+        times: u32,
+    },
     /// The resource's monitor reports a failure this many times although it runs (a lying
     /// or flapping agent).
-    MonitorFails { resource: String, times: u32 },
+    MonitorFails {
+        resource: String,
+        times: u32,
+    },
     /// The resource's start fails this many times (on any host).
-    StartFails { resource: String, times: u32 },
+    StartFails {
+        resource: String,
+        times: u32,
+    },
     /// Starts and stops on the host take five times longer.
-    Slow { host: usize },
+    Slow {
+        host: usize,
+    },
     /// The leader steps down; another is elected.
     LeaderChange,
     /// Operator: `node standby|online|maintenance`.
-    SetMode { host: usize, mode: HostMode },
+    SetMode {
+        host: usize,
+        mode: HostMode,
+    },
     /// Operator: `node confirm-fenced`.
-    ConfirmFenced { host: usize },
+    ConfirmFenced {
+        host: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -123,19 +148,49 @@ enum ToLeader {
 
 #[derive(Clone, Debug)]
 enum Event {
-    NodeTick { host: usize, boot: u64 },
-    LeaderTick { epoch: u64 },
-    ToHost { from: usize, host: usize, message: ToHost },
-    ToLeader { from: usize, message: ToLeader },
-    DriverDone { host: usize, boot: u64, command: DriverCommand },
-    FenceDone { epoch: u64, action_id: u64, target: usize },
-    CommitApply { epoch: u64, transition: Transition },
-    SnapshotToLeader { epoch: u64 },
+    NodeTick {
+        host: usize,
+        boot: u64,
+    },
+    LeaderTick {
+        epoch: u64,
+    },
+    ToHost {
+        from: usize,
+        host: usize,
+        message: ToHost,
+    },
+    ToLeader {
+        from: usize,
+        message: ToLeader,
+    },
+    DriverDone {
+        host: usize,
+        boot: u64,
+        command: DriverCommand,
+    },
+    FenceDone {
+        epoch: u64,
+        action_id: u64,
+        target: usize,
+    },
+    CommitApply {
+        epoch: u64,
+        transition: Transition,
+    },
+    SnapshotToLeader {
+        epoch: u64,
+    },
     Elect,
     Fault(Fault),
     FaultsEnd,
-    Watchdog { host: usize, boot: u64 },
-    Boot { host: usize },
+    Watchdog {
+        host: usize,
+        boot: u64,
+    },
+    Boot {
+        host: usize,
+    },
 }
 
 struct SimHost {
@@ -372,7 +427,9 @@ impl World {
     }
 
     fn controller_mut(&mut self) -> &mut ClusterController {
-        self.controller.as_mut().expect("a leader runs a controller")
+        self.controller
+            .as_mut()
+            .expect("a leader runs a controller")
     }
 
     // ---- leadership and the log -------------------------------------------------------
@@ -468,6 +525,11 @@ impl World {
             }
             Err(rejection) => {
                 self.record(|| format!("rejected: {}: {rejection}", describe(&transition)));
+                if epoch == self.epoch && self.controller.is_some() {
+                    let now_ms = self.now_ms;
+                    let actions = self.controller_mut().handle_rejected(now_ms, &transition);
+                    self.leader_actions(actions);
+                }
             }
         }
     }
@@ -561,7 +623,9 @@ impl World {
         }
         let now_ms = self.node_now(host);
         let actions = match message {
-            ToHost::Operation(operation) => self.hosts[host].node.handle_operation(now_ms, operation),
+            ToHost::Operation(operation) => {
+                self.hosts[host].node.handle_operation(now_ms, operation)
+            }
             ToHost::Ack(mut ack) => {
                 // Acks echo the agent's own send time; no clock conversion needed.
                 ack.sent_at_ms = ack.sent_at_ms.min(now_ms);
@@ -621,8 +685,7 @@ impl World {
                     stop_watchdog: _,
                 } => {
                     let name = self.hosts[host].spec.name.clone();
-                    let killed: Vec<String> =
-                        self.hosts[host].processes.keys().cloned().collect();
+                    let killed: Vec<String> = self.hosts[host].processes.keys().cloned().collect();
                     self.hosts[host].processes.clear();
                     self.hosts[host].in_progress.clear();
                     self.record(|| {
@@ -735,15 +798,18 @@ impl World {
                     _ => failure("not running"),
                 }
             }
-            DriverKind::MigrateOut { to, to_generation } => {
-                self.migrate_out(host, &resource, to, *to_generation)
-            }
+            DriverKind::MigrateOut {
+                to,
+                to_generation,
+                revision,
+            } => self.migrate_out(host, &resource, to, *to_generation, *revision),
             DriverKind::Promote | DriverKind::Demote => DriverOutcome::Success,
         };
         let now_ms = self.node_now(host);
-        let actions = self.hosts[host]
-            .node
-            .handle_driver_result(now_ms, command.command_id, outcome);
+        let actions =
+            self.hosts[host]
+                .node
+                .handle_driver_result(now_ms, command.command_id, outcome);
         self.node_actions(host, actions);
     }
 
@@ -765,11 +831,21 @@ impl World {
         resource: &str,
         to: &str,
         to_generation: u64,
+        revision: u64,
     ) -> DriverOutcome {
         let destination = self.host_index(to);
         if !self.connected(host, destination) || !self.hosts[host].processes.contains_key(resource)
         {
             return failure("destination unreachable");
+        }
+        let destination_now_ms = self.node_now(destination);
+        if !self.hosts[destination].node.accepts_incoming(
+            destination_now_ms,
+            resource,
+            to_generation,
+            revision,
+        ) {
+            return failure("destination refuses the incoming instance");
         }
         self.hosts[host].processes.remove(resource);
         self.check_start_backed(destination, resource, to_generation);
@@ -987,8 +1063,12 @@ impl World {
                 format!("partition {}", groups.join(" | "))
             }
             Fault::Heal => "heal".to_string(),
-            Fault::FenceFails { host, times } => format!("fence device of {} fails {times}x", name(host)),
-            Fault::MonitorFails { resource, times } => format!("monitor of {resource} fails {times}x"),
+            Fault::FenceFails { host, times } => {
+                format!("fence device of {} fails {times}x", name(host))
+            }
+            Fault::MonitorFails { resource, times } => {
+                format!("monitor of {resource} fails {times}x")
+            }
             Fault::StartFails { resource, times } => format!("start of {resource} fails {times}x"),
             Fault::Slow { host } => format!("slow {}", name(host)),
             Fault::LeaderChange => "leader change".to_string(),
@@ -1002,7 +1082,11 @@ impl World {
     /// I1 and I5 on the hardware, after every step.
     fn check_step(&mut self) {
         let mut active: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for host in self.hosts.iter().filter(|host| host.powered && !host.frozen) {
+        for host in self
+            .hosts
+            .iter()
+            .filter(|host| host.powered && !host.frozen)
+        {
             for resource in host.processes.keys() {
                 active.entry(resource).or_default().push(&host.spec.name);
             }
@@ -1066,9 +1150,11 @@ impl World {
     /// I2: a committed fence confirmation must be true.
     fn check_fence_confirmation(&mut self, host: &str, how: FenceConfirmation) {
         let index = self.host_index(host);
-        if self.state.host(host).is_some_and(|record| {
-            matches!(record.fencing, FencingState::Unclean { .. })
-        }) && self.may_still_run(index)
+        if self
+            .state
+            .host(host)
+            .is_some_and(|record| matches!(record.fencing, FencingState::Unclean { .. }))
+            && self.may_still_run(index)
         {
             let running: Vec<String> = self.hosts[index].processes.keys().cloned().collect();
             self.violation(
@@ -1226,16 +1312,13 @@ fn initial_state(config: &SimConfig) -> ClusterSnapshot {
         record.timeouts.migrate_timeout_ms = 10_000;
         state.resources.push(record);
         if let Some(host) = &spec.prefers {
-            state
-                .constraints
-                .locations
-                .push(hafen_scheduler::Location {
-                    id: format!("prefer-{}", spec.name),
-                    resource: spec.name.clone(),
-                    host: Some(host.clone()),
-                    score: Some(hafen_scheduler::Score::new(100)),
-                    ..hafen_scheduler::Location::default()
-                });
+            state.constraints.locations.push(hafen_scheduler::Location {
+                id: format!("prefer-{}", spec.name),
+                resource: spec.name.clone(),
+                host: Some(host.clone()),
+                score: Some(hafen_scheduler::Score::new(100)),
+                ..hafen_scheduler::Location::default()
+            });
         }
     }
     state
@@ -1254,7 +1337,9 @@ pub fn describe(transition: &Transition) -> String {
             generation,
         } => format!("{resource} assigned to {host} (generation {generation})"),
         Transition::Started { resource, host, .. } => format!("{resource} running on {host}"),
-        Transition::StopRequested { resource, host, .. } => format!("{resource} stopping on {host}"),
+        Transition::StopRequested { resource, host, .. } => {
+            format!("{resource} stopping on {host}")
+        }
         Transition::Stopped { resource, host, .. } => format!("{resource} stopped on {host}"),
         Transition::Failed {
             resource,
@@ -1279,7 +1364,10 @@ pub fn describe(transition: &Transition) -> String {
             ..
         } => format!("{resource} on {host} promoted={promoted}"),
         Transition::CleanupResource { resource, host } => {
-            format!("{resource} cleaned up on {}", host.as_deref().unwrap_or("every host"))
+            format!(
+                "{resource} cleaned up on {}",
+                host.as_deref().unwrap_or("every host")
+            )
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! The tests share the machine's two cores and the namespace names, so they run one at a time.
 
+mod cli;
 mod cluster;
 mod support;
 mod vms;
