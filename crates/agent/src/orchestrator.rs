@@ -7,7 +7,7 @@
 use crate::liveness::Liveness;
 use crate::local::Agent;
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
-use hafen_model::resource::{Phase, ResourceKind, ResourceState, TargetRole, Transition, VmConfig};
+use hafen_model::resource::{Phase, ResourceKind, ResourceState, Transition, VmConfig};
 use hafen_model::{ClusterState, Command, Envelope, NodeRole, Rejection};
 use hafen_rpc::PeerClient;
 use hafen_store::Replica;
@@ -246,6 +246,47 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Nodes the leader hears from now (this node always).
+    pub fn alive_nodes(&self, state: &ClusterState) -> BTreeSet<String> {
+        let now = Instant::now();
+        self.liveness
+            .observe_leadership(self.replica.status().is_leader, now);
+        state
+            .nodes
+            .values()
+            .filter(|node| {
+                node.name.as_str() == self.local_name || self.liveness.check(node.node_id, now).0
+            })
+            .map(|node| node.name.to_string())
+            .collect()
+    }
+
+    /// The scheduler's plan for the current state.
+    pub fn plan(&self, state: &ClusterState) -> Result<hafen_scheduler::Plan, OrchestratorError> {
+        let view = hafen_model::placement::scheduler_view(state, &self.alive_nodes(state));
+        hafen_scheduler::schedule(
+            &view,
+            &hafen_scheduler::Request {
+                now_ms: now_ms(),
+                include_scores: false,
+            },
+        )
+        .map_err(|error| OrchestratorError::Invalid(format!("placement failed: {error}")))
+    }
+
+    /// Per-host scores of a resource and why, as `hafen explain` prints them.
+    pub async fn explain(&self, name: &str) -> Result<String, OrchestratorError> {
+        let state = self.state().await?;
+        let view = hafen_model::placement::scheduler_view(&state, &self.alive_nodes(&state));
+        let request = hafen_scheduler::Request {
+            now_ms: now_ms(),
+            include_scores: true,
+        };
+        hafen_scheduler::explain(&view, &request, name)
+            .map(|explanation| explanation.to_string())
+            .map_err(|error| OrchestratorError::NotFound(error.to_string()))
+    }
+
     async fn commit(&self, transition: Transition) -> Result<u64, OrchestratorError> {
         let envelope = Envelope {
             request_id: request_id(),
@@ -347,14 +388,19 @@ impl Orchestrator {
     /// Starts a resource and waits until it runs (or fails).
     pub async fn start(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
         let _slot = self.claim_queued(name).await?;
-        self.start_claimed(name).await
+        self.start_claimed(name, None).await
     }
 
-    async fn start_claimed(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
+    /// Starts on `host`, or where the scheduler places it.
+    async fn start_claimed(
+        &self,
+        name: &str,
+        host: Option<String>,
+    ) -> Result<ResourceState, OrchestratorError> {
         let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
-        let online = self.online_members(&state);
+        let online = self.alive_nodes(&state);
         if runtime.phase == Phase::Running
             && runtime
                 .host
@@ -363,18 +409,34 @@ impl Orchestrator {
         {
             return Ok(runtime);
         }
-        let keep = runtime.phase != Phase::Failed
-            && runtime.host.as_ref().is_some_and(|host| {
-                online.contains(host)
-                    && runtime.fail_counts.get(host).copied().unwrap_or(0)
-                        < FAILURES_BEFORE_RELOCATION
+        let planned = self
+            .plan(&state)?
+            .actions
+            .into_iter()
+            .find_map(|action| match action.kind {
+                hafen_scheduler::ActionKind::Start { host }
+                | hafen_scheduler::ActionKind::Restart { host }
+                    if action.resource == name =>
+                {
+                    Some(host)
+                }
+                hafen_scheduler::ActionKind::Move { to, .. } if action.resource == name => Some(to),
+                _ => None,
             });
-        let host = if keep {
-            runtime.host.clone().expect("checked above")
-        } else {
-            Self::choose_host(&state, name, &online, None).ok_or_else(|| {
-                OrchestratorError::Conflict(format!("no online member can run {name}"))
-            })?
+        let host = match host.or(planned) {
+            Some(host) => host,
+            None => {
+                let plan = self.plan(&state)?;
+                let reason = plan
+                    .pending
+                    .iter()
+                    .find(|pending| pending.resource == name)
+                    .map(|pending| pending.reason.clone())
+                    .unwrap_or_else(|| "no host can run it".to_string());
+                return Err(OrchestratorError::Conflict(format!(
+                    "{name} cannot start: {reason}"
+                )));
+            }
         };
         let generation = self
             .commit(Transition {
@@ -743,8 +805,8 @@ impl Orchestrator {
         }
     }
 
-    /// One pass of the leader's reconciliation: start what should run, stop what should not,
-    /// restart what crashed, settle steps a previous leader left in flight.
+    /// One pass of the leader's reconciliation: settle steps a previous leader left in
+    /// flight, notice crashed VMs, then carry out the scheduler's plan.
     pub async fn reconcile_once(&self) {
         if !self.replica.status().is_leader {
             return;
@@ -752,39 +814,18 @@ impl Orchestrator {
         let Ok(state) = self.state().await else {
             return;
         };
-        let online = self.online_members(&state);
-        for (name, resource) in &state.config.resources {
+        let alive = self.alive_nodes(&state);
+        for name in state.config.resources.keys() {
             if self.busy.lock().expect("busy lock poisoned").contains(name) {
                 continue;
             }
             let runtime = state.runtime.get(name).cloned().unwrap_or_default();
-            let result = match (resource.target_role, &runtime.phase) {
-                (TargetRole::Started, Phase::Stopped) => self.try_start(name).await,
-                (TargetRole::Started, Phase::Failed) => {
-                    let recent = self
-                        .last_attempt
-                        .lock()
-                        .expect("lock poisoned")
-                        .get(name)
-                        .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-                    if recent {
-                        Ok(())
-                    } else {
-                        self.try_start(name).await
-                    }
-                }
-                (TargetRole::Started, Phase::Running) => match &runtime.host {
-                    Some(host) if online.contains(host) => {
-                        self.check_running(&state, name, host, &runtime).await
-                    }
-                    // Recovery of a vanished host's resources waits for fencing (I2).
-                    _ => Ok(()),
-                },
-                (TargetRole::Stopped, Phase::Running | Phase::Failed | Phase::Starting) => {
-                    self.try_stop(name).await
-                }
-                (_, Phase::Starting | Phase::Stopping | Phase::Migrating { .. }) => {
+            let result = match (&runtime.phase, &runtime.host) {
+                (Phase::Starting | Phase::Stopping | Phase::Migrating { .. }, _) => {
                     self.settle(&state, name, &runtime).await
+                }
+                (Phase::Running, Some(host)) if alive.contains(host) => {
+                    self.check_running(&state, name, host, &runtime).await
                 }
                 _ => Ok(()),
             };
@@ -792,12 +833,65 @@ impl Orchestrator {
                 tracing::info!(resource = %name, %error, "reconciliation step failed");
             }
         }
+        let Ok(state) = self.state().await else {
+            return;
+        };
+        let plan = match self.plan(&state) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::warn!(%error, "no plan");
+                return;
+            }
+        };
+        for action in plan.actions {
+            let name = action.resource.clone();
+            let recent = self
+                .last_attempt
+                .lock()
+                .expect("lock poisoned")
+                .get(&name)
+                .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
+            if recent
+                || self
+                    .busy
+                    .lock()
+                    .expect("busy lock poisoned")
+                    .contains(&name)
+            {
+                continue;
+            }
+            tracing::info!(%action, "carrying out");
+            let result = match action.kind {
+                hafen_scheduler::ActionKind::Start { host } => self.try_start_on(&name, host).await,
+                hafen_scheduler::ActionKind::Stop { .. } => self.try_stop(&name).await,
+                hafen_scheduler::ActionKind::Restart { host }
+                | hafen_scheduler::ActionKind::Move { to: host, .. } => {
+                    match self.try_stop(&name).await {
+                        Ok(()) => self.try_start_on(&name, host).await,
+                        Err(error) => Err(error),
+                    }
+                }
+                hafen_scheduler::ActionKind::Migrate { to, .. } => {
+                    let bandwidth = 1024 * 1024 * 1024;
+                    self.migrate(&name, Some(&to), bandwidth).await.map(|_| ())
+                }
+                hafen_scheduler::ActionKind::Promote { .. }
+                | hafen_scheduler::ActionKind::Demote { .. } => Ok(()),
+            };
+            if let Err(error) = result {
+                self.last_attempt
+                    .lock()
+                    .expect("lock poisoned")
+                    .insert(name.clone(), Instant::now());
+                tracing::info!(resource = %name, %error, "planned action failed");
+            }
+        }
     }
 
     /// Starts unless an operator's operation holds the resource (the next pass retries).
-    async fn try_start(&self, name: &str) -> Result<(), OrchestratorError> {
+    async fn try_start_on(&self, name: &str, host: String) -> Result<(), OrchestratorError> {
         let _slot = self.claim(name)?;
-        self.start_claimed(name).await.map(|_| ())
+        self.start_claimed(name, Some(host)).await.map(|_| ())
     }
 
     async fn try_stop(&self, name: &str) -> Result<(), OrchestratorError> {

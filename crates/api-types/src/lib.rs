@@ -44,6 +44,9 @@ impl NodeState {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NodeStatus {
     pub name: String,
+    /// The operator's choice: `online`, `standby` or `maintenance`.
+    #[serde(default)]
+    pub mode: String,
     pub node_id: u64,
     pub address: String,
     /// `member` or `witness`.
@@ -325,4 +328,17 @@ pub struct TemplateRequest {
     pub bridge: String,
     pub memory_mib: Option<u64>,
     pub vcpus: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NodeModeRequest {
+    /// `online`, `standby` or `maintenance`.
+    pub mode: String,
+}
+
+/// `hafen explain`: the per-host scores of a resource and the contributions behind them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Explanation {
+    pub resource: String,
+    pub text: String,
 }

@@ -83,8 +83,14 @@ fn node_statuses(context: &SharedContext, state: &ClusterState) -> Vec<NodeStatu
             } else {
                 context.liveness.check(node.node_id, now)
             };
+            let mode = match node.mode {
+                hafen_model::NodeMode::Online => NodeState::Online,
+                hafen_model::NodeMode::Standby => NodeState::Standby,
+                hafen_model::NodeMode::Maintenance => NodeState::Maintenance,
+            };
             NodeStatus {
                 name: node.name.to_string(),
+                mode: mode.as_str().to_string(),
                 node_id: node.node_id,
                 address: node.address.clone(),
                 role: match node.role {
@@ -498,4 +504,38 @@ pub(crate) async fn events(
         })
         .await?;
     Ok(Json(events))
+}
+
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/mode", request_body = hafen_api_types::NodeModeRequest, responses((status = 200, body = NodeStatus), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn set_node_mode(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<hafen_api_types::NodeModeRequest>,
+) -> ApiResult<NodeStatus> {
+    let mode: hafen_model::NodeMode = body.mode.parse().map_err(ApiError::Invalid)?;
+    submit(
+        &context,
+        &headers,
+        Command::SetNodeMode {
+            name: name.clone(),
+            mode,
+        },
+    )
+    .await?;
+    let state = context.replica.read(Clone::clone).await?;
+    node_statuses(&context, &state)
+        .into_iter()
+        .find(|node| node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/explain/{resource}", responses((status = 200, body = hafen_api_types::Explanation), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn explain(
+    State(context): State<SharedContext>,
+    Path(resource): Path<String>,
+) -> ApiResult<hafen_api_types::Explanation> {
+    let text = context.orchestrator.explain(&resource).await?;
+    Ok(Json(hafen_api_types::Explanation { resource, text }))
 }

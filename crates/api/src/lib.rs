@@ -68,6 +68,8 @@ pub type SharedContext = Arc<ApiContext>;
         handlers::join,
         handlers::cluster_ca,
         handlers::events,
+        handlers::set_node_mode,
+        handlers::explain,
         vms::list_vms,
         vms::show_vm,
         vms::create_vm,
@@ -130,6 +132,8 @@ pub fn router(context: SharedContext) -> Router {
         .route("/cluster/token", post(handlers::issue_token))
         .route("/cluster/join", post(handlers::join))
         .route("/events", get(handlers::events))
+        .route("/nodes/{name}/mode", post(handlers::set_node_mode))
+        .route("/explain/{resource}", get(handlers::explain))
         .route("/vms", get(vms::list_vms).post(vms::create_vm))
         .route("/vms/{name}", get(vms::show_vm).delete(vms::delete_vm))
         .route("/vms/{name}/start", post(vms::start_vm))

@@ -24,6 +24,15 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Vm(command) => vm(&global, command).await,
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
+        TopCommand::Explain { resource } => {
+            let explanation = client(&global)?.explain(&resource).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&explanation);
+            } else {
+                print!("{}", explanation.text);
+            }
+            Ok(())
+        }
         TopCommand::Sim {
             seeds,
             seed,
@@ -262,6 +271,36 @@ async fn node(global: &GlobalArgs, command: NodeCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        NodeCommand::Standby { name } => {
+            print_node(global, &client.set_node_mode(&name, "standby").await?)
+        }
+        NodeCommand::Online { name } => {
+            print_node(global, &client.set_node_mode(&name, "online").await?)
+        }
+        NodeCommand::Maintenance { name } => {
+            print_node(global, &client.set_node_mode(&name, "maintenance").await?)
+        }
+        NodeCommand::Evacuate { name } => {
+            client.set_node_mode(&name, "standby").await?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(600);
+            loop {
+                let left: Vec<String> = client
+                    .vms()
+                    .await?
+                    .into_iter()
+                    .filter(|vm| vm.node.as_deref() == Some(name.as_str()) && vm.state != "stopped")
+                    .map(|vm| vm.name)
+                    .collect();
+                if left.is_empty() {
+                    println!("node {name} is evacuated (standby)");
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("node {name} still runs {} after 600 s", left.join(", "));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         NodeCommand::Remove { name } => {
             let node = client.remove_node(&name).await?;
             match global.output {
@@ -484,4 +523,11 @@ async fn template(global: &GlobalArgs, command: TemplateCommand) -> anyhow::Resu
         .await?;
     println!("template {name} defined");
     Ok(())
+}
+
+fn print_node(global: &GlobalArgs, node: &hafen_api_types::NodeStatus) {
+    match global.output {
+        OutputFormat::Json => print_json(node),
+        OutputFormat::Text => print!("{}", output::nodes_table(std::slice::from_ref(node))),
+    }
 }

@@ -83,6 +83,8 @@ pub enum TopCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// A resource's per-host scores and the constraints behind them.
+    Explain { resource: String },
     /// Run the deterministic HA simulator: random seeds, or replay one.
     Sim {
         /// How many random seeds to run.
@@ -227,8 +229,28 @@ pub enum TemplateCommand {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     List,
-    Show { name: String },
-    Remove { name: String },
+    Show {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    /// Take no resources; what runs there moves away (live-migrated when allowed).
+    Standby {
+        name: String,
+    },
+    /// Take resources again (they return only where scores beat stickiness).
+    Online {
+        name: String,
+    },
+    /// Leave its resources exactly as they are and take nothing new.
+    Maintenance {
+        name: String,
+    },
+    /// Standby, then wait until everything has moved away.
+    Evacuate {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -420,6 +420,28 @@ impl Client {
             .await
     }
 
+    pub async fn set_node_mode(&self, name: &str, mode: &str) -> Result<NodeStatus, ClientError> {
+        let body = serde_json::to_value(NodeModeRequest {
+            mode: mode.to_string(),
+        })
+        .expect("serializes");
+        self.call(
+            Method::POST,
+            &format!("/api/v1/nodes/{}/mode", encode(name)),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn explain(&self, resource: &str) -> Result<Explanation, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/explain/{}", encode(resource)),
+            None,
+        )
+        .await
+    }
+
     /// The raw OpenAPI document.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/api/openapi.json", None).await

@@ -46,6 +46,11 @@ pub enum Command {
     },
     /// Removes a node from the cluster.
     RemoveNode { name: String },
+    /// An operator sets a node online, in standby or in maintenance.
+    SetNodeMode {
+        name: String,
+        mode: crate::state::NodeMode,
+    },
     /// A resource's runtime state changed (committed by the leader from an agent's report).
     Transition {
         transition: crate::resource::Transition,
@@ -65,6 +70,7 @@ impl Command {
             Command::Join { .. } => "join",
             Command::RemoveNode { .. } => "remove-node",
             Command::Transition { .. } => "transition",
+            Command::SetNodeMode { .. } => "set-node-mode",
             Command::Noop => "noop",
         }
     }

@@ -68,6 +68,7 @@ mod tests {
             address: format!("127.0.0.1:{}", 7000 + id),
             role,
             joined_ms: 0,
+            mode: crate::state::NodeMode::Online,
         }
     }
 

@@ -92,13 +92,13 @@ pub const PROPERTIES: &[PropertyDef] = &[
             min: -1_000_000,
             max: 1_000_000,
         },
-        default: "0",
-        description: "preference of a resource to stay where it runs",
+        default: "1",
+        description: "preference of a resource to stay where it runs (1, as pcs sets, so equal scores never shuffle)",
     },
     PropertyDef {
         key: "placement-strategy",
         kind: PropertyKind::OneOf(&["default", "utilization", "balanced", "minimal"]),
-        default: "default",
+        default: "balanced",
         description: "how utilization steers placement",
     },
     PropertyDef {

@@ -36,6 +36,32 @@ impl std::str::FromStr for NodeRole {
     }
 }
 
+/// An operator's choice for a node (`hafen node standby|online|maintenance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeMode {
+    #[default]
+    Online,
+    /// Takes no resources; what runs there moves away (live when allowed).
+    Standby,
+    /// Its resources are left exactly as they are; it takes nothing new.
+    Maintenance,
+}
+
+impl std::str::FromStr for NodeMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "online" => Ok(NodeMode::Online),
+            "standby" => Ok(NodeMode::Standby),
+            "maintenance" => Ok(NodeMode::Maintenance),
+            other => Err(format!(
+                "unknown node mode {other:?} (expected online, standby or maintenance)"
+            )),
+        }
+    }
+}
+
 /// The cluster's identity, fixed at bootstrap.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterIdentity {
@@ -55,6 +81,8 @@ pub struct NodeRecord {
     pub address: String,
     pub role: NodeRole,
     pub joined_ms: u64,
+    #[serde(default)]
+    pub mode: NodeMode,
 }
 
 /// The public facts of a node, as command outcomes report them.
@@ -210,6 +238,23 @@ impl ClusterState {
                 Ok(self.commit_config(next, change.summary(), envelope))
             }
             Command::Transition { transition } => self.transition(transition, now_ms),
+            Command::SetNodeMode { name, mode } => {
+                let Some(node) = self
+                    .nodes
+                    .values_mut()
+                    .find(|node| node.name.as_str() == name)
+                else {
+                    return Err(Rejection::NotFound(format!("no node named {name}")));
+                };
+                if node.role == NodeRole::Witness && *mode != NodeMode::Online {
+                    return Err(Rejection::Invalid(format!(
+                        "node {name} is a witness: it runs nothing to put in {mode:?}"
+                    )));
+                }
+                node.mode = *mode;
+                self.event(now_ms, "node", format!("node {name} set to {mode:?}"));
+                Ok(Outcome::Done)
+            }
             Command::Rollback { epoch } => {
                 let Some(version) = self.history.iter().find(|version| version.epoch == *epoch)
                 else {
@@ -387,6 +432,7 @@ impl ClusterState {
             address: node.address.clone(),
             role: node.role,
             joined_ms: now_ms,
+            mode: NodeMode::Online,
         })
     }
 

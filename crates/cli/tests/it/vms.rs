@@ -430,3 +430,65 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
         "refused creations left files behind: {files:?}"
     );
 }
+
+/// `node standby` live-migrates the host's VMs away; `node online` brings them back only
+/// when the preferred host's score beats stickiness.
+#[test]
+fn standby_migrates_vms_away_and_online_brings_them_back_only_when_stickiness_allows() {
+    let _serial = serial();
+    let cluster = DevCluster::up(3, &["--netns", "--demo-vms", "1"]);
+    let runtime = runtime();
+    let client = cluster.client().with_deadline(Duration::from_secs(30));
+    let http = http();
+    let url = vm_url(&cluster, "vm1");
+    let boot = runtime.block_on(answering(&http, &url)).boot_id;
+    let home = vm_host(&runtime, &client, "vm1");
+    runtime
+        .block_on(client.set_node_mode(&home, "standby"))
+        .unwrap();
+    let away = runtime.block_on(eventually(
+        "vm1 to leave the standby host",
+        Duration::from_secs(60),
+        || async {
+            let vm = client.vm("vm1").await.ok()?;
+            (vm.state == "running" && vm.node.as_deref() != Some(home.as_str()))
+                .then_some(vm.node.unwrap())
+        },
+    ));
+    assert_eq!(
+        runtime.block_on(answering(&http, &url)).boot_id,
+        boot,
+        "standby restarted the vm instead of migrating it"
+    );
+    assert!(qemu_processes(&format!("hafen-{home}")).is_empty());
+
+    // High stickiness: back online, the vm stays where it is.
+    runtime
+        .block_on(client.set_property("default-resource-stickiness", "1000"))
+        .unwrap();
+    runtime
+        .block_on(client.set_node_mode(&home, "online"))
+        .unwrap();
+    let explanation = runtime.block_on(client.explain("vm1")).unwrap().text;
+    assert!(explanation.contains("resource-stickiness"), "{explanation}");
+    // Several reconciliation passes (one per second) must leave it alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        runtime.block_on(client.vm("vm1")).unwrap().node.as_deref(),
+        Some(away.as_str())
+    );
+
+    // Low stickiness: the preferred host wins and the vm goes home, live.
+    runtime
+        .block_on(client.set_property("default-resource-stickiness", "1"))
+        .unwrap();
+    runtime.block_on(eventually(
+        "vm1 to return home",
+        Duration::from_secs(60),
+        || async {
+            let vm = client.vm("vm1").await.ok()?;
+            (vm.state == "running" && vm.node.as_deref() == Some(home.as_str())).then_some(())
+        },
+    ));
+    assert_eq!(runtime.block_on(answering(&http, &url)).boot_id, boot);
+}

@@ -1,0 +1,159 @@
+//! The replicated state as the scheduler sees it: hosts with their states, resources with their instances.
+
+use crate::property::PropertyValue;
+use crate::resource::{Phase, ResourceKind, TargetRole};
+use crate::state::{ClusterState, NodeMode, NodeRole};
+use hafen_scheduler::{
+    ClusterOptions, ClusterView, Constraints, FailCount, Host, HostState, Instance, Location,
+    PlacementStrategy, Resource, Score,
+};
+use std::collections::BTreeSet;
+
+/// The score of a VM's preferred host (`vm create --host`): enough to win against default
+/// stickiness, so a VM returns home when its host comes back, unless stickiness says stay.
+pub const PREFERRED_HOST_SCORE: i64 = 100;
+
+/// Builds the scheduler's view. `alive` are the nodes the leader hears from; a member it does
+/// not hear from is `unclean`, so its resources are neither touched nor started elsewhere
+/// until it is fenced (I2). Witnesses are not hosts: they run nothing.
+pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>) -> ClusterView {
+    let config = &state.config;
+    let placement_strategy = match config.property("placement-strategy") {
+        Ok(PropertyValue::Text(text)) if text == "default" => PlacementStrategy::Default,
+        Ok(PropertyValue::Text(text)) if text == "utilization" => PlacementStrategy::Utilization,
+        Ok(PropertyValue::Text(text)) if text == "minimal" => PlacementStrategy::Minimal,
+        _ => PlacementStrategy::Balanced,
+    };
+    let options = ClusterOptions {
+        placement_strategy,
+        default_stickiness: Score::new(config.integer("default-resource-stickiness")),
+        symmetric: !matches!(
+            config.property("symmetric-cluster"),
+            Ok(PropertyValue::Bool(false))
+        ),
+        maintenance_mode: matches!(
+            config.property("maintenance-mode"),
+            Ok(PropertyValue::Bool(true))
+        ),
+        default_migration_threshold: Some(3),
+    };
+    let hosts = state
+        .nodes
+        .values()
+        .filter(|node| node.role == NodeRole::Member)
+        .map(|node| Host {
+            name: node.name.to_string(),
+            state: match (alive.contains(node.name.as_str()), node.mode) {
+                (false, _) => HostState::Unclean,
+                (true, NodeMode::Online) => HostState::Online,
+                (true, NodeMode::Standby) => HostState::Standby,
+                (true, NodeMode::Maintenance) => HostState::Maintenance,
+            },
+            ..Host::default()
+        })
+        .collect();
+    let mut locations = Vec::new();
+    let resources = config
+        .resources
+        .values()
+        .map(|resource| {
+            let runtime = state
+                .runtime
+                .get(&resource.name)
+                .cloned()
+                .unwrap_or_default();
+            if let Some(host) = &resource.preferred_host {
+                locations.push(Location {
+                    id: format!("{}-prefers-{host}", resource.name),
+                    resource: resource.name.clone(),
+                    host: Some(host.clone()),
+                    score: Some(Score::new(PREFERRED_HOST_SCORE)),
+                    ..Location::default()
+                });
+            }
+            let instances = match (&runtime.phase, &runtime.host) {
+                (Phase::Stopped, _) | (_, None) => Vec::new(),
+                (Phase::Failed, Some(host)) => vec![Instance {
+                    host: host.clone(),
+                    promoted: false,
+                    failed: true,
+                }],
+                (_, Some(host)) => vec![Instance::on(host.clone())],
+            };
+            let mut scheduled = Resource::new(resource.name.clone());
+            scheduled.kind = resource.kind.name().to_string();
+            scheduled.instances = instances;
+            scheduled.target_role = match resource.target_role {
+                TargetRole::Started => hafen_scheduler::TargetRole::Started,
+                TargetRole::Stopped => hafen_scheduler::TargetRole::Stopped,
+            };
+            scheduled.priority = resource.priority;
+            scheduled.allow_migrate = matches!(resource.kind, ResourceKind::Vm(_));
+            scheduled.fail_counts = runtime
+                .fail_counts
+                .iter()
+                .map(|(host, count)| {
+                    (
+                        host.clone(),
+                        FailCount {
+                            count: *count,
+                            last_failure_ms: 0,
+                        },
+                    )
+                })
+                .collect();
+            scheduled
+        })
+        .collect();
+    ClusterView {
+        options,
+        hosts,
+        resources,
+        constraints: Constraints {
+            locations,
+            ..Constraints::default()
+        },
+        ..ClusterView::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unheard_member_is_unclean_and_a_witness_is_no_host() {
+        let mut state = ClusterState::default();
+        for (id, name, role) in [
+            (1, "alpha", NodeRole::Member),
+            (2, "beta", NodeRole::Member),
+            (3, "gamma", NodeRole::Witness),
+        ] {
+            state.nodes.insert(
+                crate::NodeName::new(name).unwrap(),
+                crate::NodeRecord {
+                    name: crate::NodeName::new(name).unwrap(),
+                    node_id: id,
+                    address: format!("127.0.0.1:{}", 7000 + id),
+                    role,
+                    joined_ms: 0,
+                    mode: NodeMode::Online,
+                },
+            );
+        }
+        let alive: BTreeSet<String> = ["alpha".to_string()].into();
+        let view = scheduler_view(&state, &alive);
+        let states: Vec<(String, HostState)> = view
+            .hosts
+            .iter()
+            .map(|host| (host.name.clone(), host.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("alpha".into(), HostState::Online),
+                ("beta".into(), HostState::Unclean)
+            ]
+        );
+    }
+}
