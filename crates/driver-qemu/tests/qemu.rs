@@ -408,7 +408,11 @@ struct Sample {
 
 /// Polls the guest every 20 ms through whichever host port answers (the source's
 /// forward first, the destination's once the source stops answering) until `stop`.
-async fn poll_guest(ports: [u16; 2], mut stop: tokio::sync::watch::Receiver<bool>) -> Vec<Sample> {
+async fn poll_guest(
+    ports: [u16; 2],
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    served_by_second: tokio::sync::watch::Sender<bool>,
+) -> Vec<Sample> {
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut current = 0;
@@ -424,6 +428,8 @@ async fn poll_guest(ports: [u16; 2], mut stop: tokio::sync::watch::Receiver<bool
         let result = guest_state(port, Duration::from_millis(500)).await;
         if result.is_err() {
             current = 1 - current;
+        } else if port == ports[1] {
+            let _ = served_by_second.send(true);
         }
         samples.push(Sample {
             at: started.elapsed(),
@@ -452,7 +458,12 @@ async fn live_migration_under_client_load() {
     let before = wait_for_guest(source_port).await.expect("guest answers");
 
     let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
-    let poller = tokio::spawn(poll_guest([source_port, destination_port], stop_receiver));
+    let (served_sender, mut served_receiver) = tokio::sync::watch::channel(false);
+    let poller = tokio::spawn(poll_guest(
+        [source_port, destination_port],
+        stop_receiver,
+        served_sender,
+    ));
     // Let the client establish its rhythm against the source first.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let destination_spec = guest_spec("moving", "moving-disk", Some(destination_port));
@@ -470,7 +481,13 @@ async fn live_migration_under_client_load() {
     let after = wait_for_guest(destination_port)
         .await
         .expect("guest answers on the destination");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stop once the polling client itself has been served by the destination (bounded).
+    let served = tokio::time::timeout(
+        Duration::from_secs(20),
+        served_receiver.wait_for(|served| *served),
+    )
+    .await
+    .is_ok();
     stop_sender.send(true).expect("stop poller");
     let samples = poller.await.expect("poller");
 
@@ -496,10 +513,11 @@ async fn live_migration_under_client_load() {
         );
     }
     assert!(
-        answers
-            .iter()
-            .any(|(sample, _)| sample.port == destination_port),
-        "the client was served by the destination"
+        served
+            && answers
+                .iter()
+                .any(|(sample, _)| sample.port == destination_port),
+        "the client was not served by the destination within 20 s"
     );
     let longest_gap = answers
         .windows(2)
