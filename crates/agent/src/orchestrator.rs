@@ -263,7 +263,8 @@ impl Orchestrator {
 
     /// The scheduler's plan for the current state.
     pub fn plan(&self, state: &ClusterState) -> Result<hafen_scheduler::Plan, OrchestratorError> {
-        let view = hafen_model::placement::scheduler_view(state, &self.alive_nodes(state));
+        let view =
+            hafen_model::placement::scheduler_view(state, &self.alive_nodes(state), now_ms());
         hafen_scheduler::schedule(
             &view,
             &hafen_scheduler::Request {
@@ -277,7 +278,8 @@ impl Orchestrator {
     /// Per-host scores of a resource and why, as `hafen explain` prints them.
     pub async fn explain(&self, name: &str) -> Result<String, OrchestratorError> {
         let state = self.state().await?;
-        let view = hafen_model::placement::scheduler_view(&state, &self.alive_nodes(&state));
+        let view =
+            hafen_model::placement::scheduler_view(&state, &self.alive_nodes(&state), now_ms());
         let request = hafen_scheduler::Request {
             now_ms: now_ms(),
             include_scores: true,
@@ -559,6 +561,42 @@ impl Orchestrator {
         }
     }
 
+    /// Refuses a migration that cannot start (not running, unknown or offline target) before
+    /// anything is committed.
+    pub async fn check_migration(
+        &self,
+        name: &str,
+        to: Option<&str>,
+    ) -> Result<(), OrchestratorError> {
+        let state = self.state().await?;
+        Self::vm_of(&state, name)?;
+        let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+        let (Phase::Running, Some(source)) = (&runtime.phase, &runtime.host) else {
+            return Err(OrchestratorError::Conflict(format!(
+                "{name} is {}, not running; only a running vm migrates",
+                runtime.phase.name()
+            )));
+        };
+        if let Some(target) = to {
+            if !state.nodes.keys().any(|node| node.as_str() == target) {
+                return Err(OrchestratorError::NotFound(format!(
+                    "no node named {target}"
+                )));
+            }
+            if target == source {
+                return Err(OrchestratorError::Invalid(format!(
+                    "{name} already runs on {target}"
+                )));
+            }
+            if !self.online_members(&state).contains(target) {
+                return Err(OrchestratorError::Conflict(format!(
+                    "node {target} is not an online member"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Live-migrates a running VM to `to` (or the best other host); on failure it keeps running on its source.
     pub async fn migrate(
         &self,
@@ -566,8 +604,45 @@ impl Orchestrator {
         to: Option<&str>,
         bandwidth_bytes_per_second: u64,
     ) -> Result<MigrationFigures, OrchestratorError> {
+        self.migrate_recording(name, to, bandwidth_bytes_per_second, Vec::new())
+            .await
+    }
+
+    /// Migrates after committing `record` (the move's constraints) while holding the
+    /// resource's slot, so the reconciler cannot act on the new constraint first.
+    pub async fn migrate_recording(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        bandwidth_bytes_per_second: u64,
+        record: Vec<Command>,
+    ) -> Result<MigrationFigures, OrchestratorError> {
         let started = Instant::now();
         let _slot = self.claim_queued(name).await?;
+        self.check_migration(name, to).await?;
+        let recorded: Vec<String> = record
+            .iter()
+            .filter_map(|command| match command {
+                Command::Configure {
+                    change: hafen_model::ConfigChange::SetConstraint { constraint },
+                } => Some(constraint.id.clone()),
+                _ => None,
+            })
+            .collect();
+        for command in record {
+            let envelope = Envelope {
+                request_id: request_id(),
+                now_ms: now_ms(),
+                command,
+            };
+            match self.replica.write(envelope).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(rejection)) => return Err(rejection.into()),
+                Err(error) => {
+                    return Err(OrchestratorError::Unavailable(format!("{error}; retry")));
+                }
+            }
+        }
         let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
@@ -668,6 +743,17 @@ impl Orchestrator {
                     error: Some(format!("migration to {target} failed: {error}")),
                 })
                 .await?;
+                // The move did not happen: its constraint must not make the reconciler try again.
+                for id in recorded {
+                    let change = hafen_model::ConfigChange::RemoveConstraint { id };
+                    let command = Command::Configure { change };
+                    let envelope = Envelope {
+                        request_id: request_id(),
+                        now_ms: now_ms(),
+                        command,
+                    };
+                    let _ = self.replica.write(envelope).await;
+                }
                 Err(OrchestratorError::Failed(format!(
                     "migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}"
                 )))

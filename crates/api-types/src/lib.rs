@@ -292,6 +292,22 @@ pub struct MigrateRequest {
     /// Bandwidth cap of the transfer in MiB/s; default: 1024.
     #[serde(default)]
     pub bandwidth_mib_per_second: Option<u64>,
+    /// How long the move's constraint (`cli-prefer-*` or `cli-ban-*`) applies; default: until removed.
+    #[serde(default)]
+    pub lifetime_s: Option<u64>,
+}
+
+/// A location constraint as `constraint list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConstraintInfo {
+    pub id: String,
+    /// `location`.
+    pub kind: String,
+    pub resource: String,
+    pub host: String,
+    /// ±1000000 is ±INFINITY.
+    pub score: i64,
+    pub expires_ms: Option<u64>,
 }
 
 /// What a live migration measured.

@@ -80,6 +80,9 @@ pub type SharedContext = Arc<ApiContext>;
         vms::delete_vm,
         vms::define_pool,
         vms::define_template,
+        vms::list_constraints,
+        vms::add_constraint,
+        vms::remove_constraint,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -142,6 +145,14 @@ pub fn router(context: SharedContext) -> Router {
         .route("/vms/{name}/migrate", post(vms::migrate_vm))
         .route("/pools", post(vms::define_pool))
         .route("/templates", post(vms::define_template))
+        .route(
+            "/constraints",
+            get(vms::list_constraints).post(vms::add_constraint),
+        )
+        .route(
+            "/constraints/{id}",
+            axum::routing::delete(vms::remove_constraint),
+        )
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             forward::to_leader,

@@ -310,6 +310,53 @@ pub(crate) async fn restart_vm(
     Ok(Json(lookup(&state, &name)?))
 }
 
+/// Records a manual move as a visible constraint (as `crm_resource --move/--ban` does), so the
+/// scheduler keeps the VM where the operator put it until the constraint is removed or expires.
+fn record_move(
+    state: &ClusterState,
+    name: &str,
+    to: Option<&str>,
+    lifetime_s: Option<u64>,
+) -> Result<Vec<Command>, ApiError> {
+    let vm = lookup(state, name)?;
+    let expires_ms = lifetime_s.map(|seconds| crate::now_ms() + seconds * 1000);
+    let constraint = match to {
+        Some(target) => hafen_model::resource::LocationConstraint {
+            id: format!("cli-prefer-{name}"),
+            resource: name.to_string(),
+            host: target.to_string(),
+            score: hafen_model::validate::INFINITY,
+            expires_ms,
+        },
+        None => {
+            let source = vm.node.ok_or_else(|| {
+                ApiError::Conflict(format!("{name} runs nowhere; nothing to move"))
+            })?;
+            hafen_model::resource::LocationConstraint {
+                id: format!("cli-ban-{name}-on-{source}"),
+                resource: name.to_string(),
+                host: source,
+                score: -hafen_model::validate::INFINITY,
+                expires_ms,
+            }
+        }
+    };
+    let mut commands = Vec::new();
+    // A ban on the chosen target would outweigh the preference: the explicit move lifts it.
+    if let Some(target) = to {
+        let ban = format!("cli-ban-{name}-on-{target}");
+        if state.config.constraints.contains_key(&ban) {
+            commands.push(Command::Configure {
+                change: ConfigChange::RemoveConstraint { id: ban },
+            });
+        }
+    }
+    commands.push(Command::Configure {
+        change: ConfigChange::SetConstraint { constraint },
+    });
+    Ok(commands)
+}
+
 #[utoipa::path(post, path = "/api/v1/vms/{name}/migrate", request_body = MigrateRequest, responses((status = 200, body = MigrationResult)))]
 pub(crate) async fn migrate_vm(
     State(context): State<SharedContext>,
@@ -325,9 +372,15 @@ pub(crate) async fn migrate_vm(
         .bandwidth_mib_per_second
         .unwrap_or(1024)
         .saturating_mul(1024 * 1024);
+    context
+        .orchestrator
+        .check_migration(&name, request.to.as_deref())
+        .await?;
+    let state = context.replica.read(Clone::clone).await?;
+    let record = record_move(&state, &name, request.to.as_deref(), request.lifetime_s)?;
     let figures = context
         .orchestrator
-        .migrate(&name, request.to.as_deref(), bandwidth)
+        .migrate_recording(&name, request.to.as_deref(), bandwidth, record)
         .await?;
     Ok(Json(MigrationResult {
         from: figures.from,
@@ -431,3 +484,78 @@ pub(crate) async fn agent(
 /// How long the API waits for a start or migration before answering anyway.
 #[allow(dead_code)]
 pub(crate) const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn constraint_info(
+    constraint: &hafen_model::resource::LocationConstraint,
+) -> hafen_api_types::ConstraintInfo {
+    hafen_api_types::ConstraintInfo {
+        id: constraint.id.clone(),
+        kind: "location".to_string(),
+        resource: constraint.resource.clone(),
+        host: constraint.host.clone(),
+        score: constraint.score,
+        expires_ms: constraint.expires_ms,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/constraints", responses((status = 200, body = Vec<hafen_api_types::ConstraintInfo>)))]
+pub(crate) async fn list_constraints(
+    State(context): State<SharedContext>,
+) -> ApiResult<Vec<hafen_api_types::ConstraintInfo>> {
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(
+        state
+            .config
+            .constraints
+            .values()
+            .map(constraint_info)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/constraints", request_body = hafen_api_types::ConstraintInfo, responses((status = 200, body = hafen_api_types::ConstraintInfo), (status = 400, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn add_constraint(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Json(request): Json<hafen_api_types::ConstraintInfo>,
+) -> ApiResult<hafen_api_types::ConstraintInfo> {
+    if request.kind != "location" {
+        return Err(ApiError::Invalid(format!(
+            "constraint kind {:?} is not supported yet (only location)",
+            request.kind
+        )));
+    }
+    let state = context.replica.read(Clone::clone).await?;
+    if state.config.constraints.contains_key(&request.id) {
+        return Err(ApiError::Conflict(format!(
+            "a constraint with id {} exists already",
+            request.id
+        )));
+    }
+    let constraint = hafen_model::resource::LocationConstraint {
+        id: request.id,
+        resource: request.resource,
+        host: request.host,
+        score: request.score,
+        expires_ms: request.expires_ms,
+    };
+    configure(
+        &context,
+        &headers,
+        ConfigChange::SetConstraint {
+            constraint: constraint.clone(),
+        },
+    )
+    .await?;
+    Ok(Json(constraint_info(&constraint)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/constraints/{id}", responses((status = 200, body = crate::handlers::Done), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn remove_constraint(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<crate::handlers::Done> {
+    configure(&context, &headers, ConfigChange::RemoveConstraint { id }).await?;
+    Ok(Json(crate::handlers::Done { done: true }))
+}

@@ -2,8 +2,8 @@
 
 use crate::output;
 use crate::{
-    ClusterCommand, ConfigCommand, GlobalArgs, NodeCommand, OutputFormat, PoolCommand,
-    TemplateCommand, TopCommand, VmCommand,
+    ClusterCommand, ConfigCommand, ConstraintCommand, GlobalArgs, NodeCommand, OutputFormat,
+    PoolCommand, TemplateCommand, TopCommand, VmCommand,
 };
 use anyhow::{Context, anyhow, bail};
 use clap::CommandFactory;
@@ -22,6 +22,7 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Config(command) => config(&global, command).await,
         TopCommand::Events { follow } => events(&global, follow).await,
         TopCommand::Vm(command) => vm(&global, command).await,
+        TopCommand::Constraint(command) => constraint(&global, command).await,
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
         TopCommand::Explain { resource } => {
@@ -456,8 +457,17 @@ async fn vm(global: &GlobalArgs, command: VmCommand) -> anyhow::Result<()> {
             name,
             to,
             bandwidth,
+            lifetime,
         } => {
-            let result = client.migrate_vm(&name, to.as_deref(), bandwidth).await?;
+            let result = match lifetime {
+                Some(lifetime) => {
+                    let lifetime_s = parse_duration_s(&lifetime)?;
+                    client
+                        .migrate_vm_for(&name, to.as_deref(), lifetime_s)
+                        .await?
+                }
+                None => client.migrate_vm(&name, to.as_deref(), bandwidth).await?,
+            };
             if json {
                 print_json(&result)
             } else {
@@ -530,4 +540,71 @@ fn print_node(global: &GlobalArgs, node: &hafen_api_types::NodeStatus) {
         OutputFormat::Json => print_json(node),
         OutputFormat::Text => print!("{}", output::nodes_table(std::slice::from_ref(node))),
     }
+}
+
+fn parse_score(text: &str) -> anyhow::Result<i64> {
+    match text {
+        "INFINITY" | "+INFINITY" | "inf" => Ok(1_000_000),
+        "-INFINITY" | "-inf" => Ok(-1_000_000),
+        _ => text
+            .parse()
+            .map_err(|_| anyhow!("bad score {text:?}: expected an integer, INFINITY or -INFINITY")),
+    }
+}
+
+async fn constraint(global: &GlobalArgs, command: ConstraintCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    let json = global.output == OutputFormat::Json;
+    match command {
+        ConstraintCommand::Add {
+            kind,
+            resource,
+            host,
+            score,
+            id,
+            lifetime,
+        } => {
+            let score = parse_score(&score)?;
+            let expires_ms = match lifetime {
+                Some(lifetime) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)?
+                        .as_millis();
+                    Some(u64::try_from(now)? + parse_duration_s(&lifetime)? * 1000)
+                }
+                None => None,
+            };
+            let id = id.unwrap_or_else(|| format!("location-{resource}-{host}"));
+            let added = client
+                .add_constraint(&hafen_api_types::ConstraintInfo {
+                    id,
+                    kind,
+                    resource,
+                    host,
+                    score,
+                    expires_ms,
+                })
+                .await?;
+            if json {
+                print_json(&added)
+            } else {
+                println!("constraint {} added", added.id)
+            }
+        }
+        ConstraintCommand::List => {
+            let constraints = client.constraints().await?;
+            if json {
+                print_json(&constraints)
+            } else {
+                print!("{}", output::constraints_table(&constraints))
+            }
+        }
+        ConstraintCommand::Remove { id } => {
+            client.remove_constraint(&id).await?;
+            if !json {
+                println!("constraint {id} removed");
+            }
+        }
+    }
+    Ok(())
 }

@@ -71,6 +71,9 @@ pub enum TopCommand {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Placement constraints (manual moves show up here as cli-prefer-*/cli-ban-*).
+    #[command(subcommand)]
+    Constraint(ConstraintCommand),
     /// Storage pools (directories every host mounts at the same path).
     #[command(subcommand)]
     Pool(PoolCommand),
@@ -182,10 +185,37 @@ pub enum VmCommand {
         /// Bandwidth cap in MiB/s (default 1024).
         #[arg(long)]
         bandwidth: Option<u64>,
+        /// How long the move's constraint applies (e.g. 30m); default until `constraint remove`.
+        #[arg(long)]
+        lifetime: Option<String>,
     },
     /// Delete a stopped VM and its disks.
     Delete {
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConstraintCommand {
+    /// `location RESOURCE --host H --score S`: prefer (positive) or avoid (negative) a host.
+    Add {
+        /// Only `location` for now.
+        kind: String,
+        resource: String,
+        #[arg(long)]
+        host: String,
+        /// An integer, INFINITY or -INFINITY.
+        #[arg(long, allow_hyphen_values = true)]
+        score: String,
+        #[arg(long)]
+        id: Option<String>,
+        /// How long it applies (e.g. 30m).
+        #[arg(long)]
+        lifetime: Option<String>,
+    },
+    List,
+    Remove {
+        id: String,
     },
 }
 

@@ -228,3 +228,32 @@ pub fn vms_table(vms: &[hafen_api_types::VmInfo]) -> String {
     }
     table(&rows)
 }
+
+pub fn constraints_table(constraints: &[hafen_api_types::ConstraintInfo]) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "KIND".to_string(),
+        "RESOURCE".to_string(),
+        "HOST".to_string(),
+        "SCORE".to_string(),
+        "EXPIRES (ms since epoch)".to_string(),
+    ]];
+    for constraint in constraints {
+        rows.push([
+            constraint.id.clone(),
+            constraint.kind.clone(),
+            constraint.resource.clone(),
+            constraint.host.clone(),
+            match constraint.score {
+                1_000_000 => "INFINITY".to_string(),
+                -1_000_000 => "-INFINITY".to_string(),
+                score => score.to_string(),
+            },
+            constraint
+                .expires_ms
+                .map(|ms| ms.to_string())
+                .unwrap_or_else(|| "never".to_string()),
+        ]);
+    }
+    table(&rows)
+}

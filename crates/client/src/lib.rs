@@ -384,6 +384,7 @@ impl Client {
         let request = MigrateRequest {
             to: to.map(str::to_string),
             bandwidth_mib_per_second,
+            lifetime_s: None,
         };
         let body = serde_json::to_value(request).expect("serializes");
         self.call(
@@ -437,6 +438,49 @@ impl Client {
         self.call(
             Method::GET,
             &format!("/api/v1/explain/{}", encode(resource)),
+            None,
+        )
+        .await
+    }
+
+    /// Migrates with the move's constraint expiring after `lifetime_s`.
+    pub async fn migrate_vm_for(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        lifetime_s: u64,
+    ) -> Result<MigrationResult, ClientError> {
+        let request = MigrateRequest {
+            to: to.map(str::to_string),
+            bandwidth_mib_per_second: None,
+            lifetime_s: Some(lifetime_s),
+        };
+        let body = serde_json::to_value(request).expect("serializes");
+        self.call(
+            Method::POST,
+            &format!("/api/v1/vms/{}/migrate", encode(name)),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn constraints(&self) -> Result<Vec<ConstraintInfo>, ClientError> {
+        self.call(Method::GET, "/api/v1/constraints", None).await
+    }
+
+    pub async fn add_constraint(
+        &self,
+        constraint: &ConstraintInfo,
+    ) -> Result<ConstraintInfo, ClientError> {
+        let body = serde_json::to_value(constraint).expect("serializes");
+        self.call(Method::POST, "/api/v1/constraints", Some(body))
+            .await
+    }
+
+    pub async fn remove_constraint(&self, id: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/constraints/{}", encode(id)),
             None,
         )
         .await

@@ -407,13 +407,16 @@ pub struct AgentRun {
     pub attempt: u32,
     pub verdict: AgentVerdict,
     pub termination: Termination,
+    /// The agent's own explanation, as the adapter found it in its output.
+    pub reason: Option<String>,
     pub stdout: CapturedOutput,
     pub stderr: CapturedOutput,
     pub duration_ms: u64,
 }
 
 impl AgentRun {
-    /// One line for an event: `off (attempt 2): failed (exit code 1): <last stderr line>`.
+    /// One line for an event: `off (attempt 2): failed (exit code 1): <reason>`, the
+    /// reason being the agent's own, else its last line of stderr (or stdout).
     pub fn message(&self) -> String {
         let verdict = match self.verdict {
             AgentVerdict::Success => "success",
@@ -426,7 +429,12 @@ impl AgentRun {
             "{} (attempt {}): {verdict} ({})",
             self.action, self.attempt, self.termination
         );
-        if let Some(line) = last_line(&self.stderr.text).or_else(|| last_line(&self.stdout.text)) {
+        let detail = self
+            .reason
+            .clone()
+            .or_else(|| last_line(&self.stderr.text))
+            .or_else(|| last_line(&self.stdout.text));
+        if let Some(line) = detail {
             message.push_str(": ");
             message.push_str(&line);
         }

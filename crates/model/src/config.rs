@@ -1,11 +1,12 @@
-//! The versioned cluster configuration: what operators declare (properties now; resources and constraints later).
+//! The versioned cluster configuration: what operators declare (properties, pools, templates, resources, constraints).
 //!
 //! Membership (nodes, tokens, credentials) is deliberately not part of it: rolling the
 //! configuration back must never evict a host or revive a used join token.
 
 use crate::property::{self, PropertyError, PropertyValue};
 use crate::resource::{
-    PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot,
+    LocationConstraint, PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig,
+    VmBoot,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +22,9 @@ pub struct ClusterConfig {
     pub templates: BTreeMap<String, TemplateConfig>,
     #[serde(default)]
     pub resources: BTreeMap<String, ResourceConfig>,
+    /// Location constraints by id.
+    #[serde(default)]
+    pub constraints: BTreeMap<String, LocationConstraint>,
 }
 
 /// Why a configuration change is refused.
@@ -40,13 +44,36 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ConfigChange {
-    SetProperty { key: String, value: String },
-    UnsetProperty { key: String },
-    DefinePool { pool: PoolConfig },
-    DefineTemplate { template: TemplateConfig },
-    AddResource { resource: ResourceConfig },
-    RemoveResource { name: String },
-    SetTargetRole { name: String, role: TargetRole },
+    SetProperty {
+        key: String,
+        value: String,
+    },
+    UnsetProperty {
+        key: String,
+    },
+    DefinePool {
+        pool: PoolConfig,
+    },
+    DefineTemplate {
+        template: TemplateConfig,
+    },
+    AddResource {
+        resource: ResourceConfig,
+    },
+    RemoveResource {
+        name: String,
+    },
+    SetTargetRole {
+        name: String,
+        role: TargetRole,
+    },
+    /// Adds a location constraint, replacing one with the same id.
+    SetConstraint {
+        constraint: LocationConstraint,
+    },
+    RemoveConstraint {
+        id: String,
+    },
 }
 
 impl ConfigChange {
@@ -66,6 +93,11 @@ impl ConfigChange {
             ConfigChange::SetTargetRole { name, role } => {
                 format!("set target-role of {name} to {role:?}")
             }
+            ConfigChange::SetConstraint { constraint } => format!(
+                "constraint {}: {} on {} scores {}",
+                constraint.id, constraint.resource, constraint.host, constraint.score
+            ),
+            ConfigChange::RemoveConstraint { id } => format!("remove constraint {id}"),
         }
     }
 }
@@ -124,6 +156,19 @@ impl ClusterConfig {
             ConfigChange::RemoveResource { name } => {
                 if next.resources.remove(name).is_none() {
                     return Err(ConfigError::NotFound(format!("no resource named {name}")));
+                }
+                // A constraint of a deleted resource would dangle: it goes with it.
+                next.constraints
+                    .retain(|_, constraint| constraint.resource != *name);
+            }
+            ConfigChange::SetConstraint { constraint } => {
+                crate::validate::constraint(self, constraint)?;
+                next.constraints
+                    .insert(constraint.id.clone(), constraint.clone());
+            }
+            ConfigChange::RemoveConstraint { id } => {
+                if next.constraints.remove(id).is_none() {
+                    return Err(ConfigError::NotFound(format!("no constraint with id {id}")));
                 }
             }
             ConfigChange::SetTargetRole { name, role } => {

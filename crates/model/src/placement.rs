@@ -16,7 +16,7 @@ pub const PREFERRED_HOST_SCORE: i64 = 100;
 /// Builds the scheduler's view. `alive` are the nodes the leader hears from; a member it does
 /// not hear from is `unclean`, so its resources are neither touched nor started elsewhere
 /// until it is fenced (I2). Witnesses are not hosts: they run nothing.
-pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>) -> ClusterView {
+pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u64) -> ClusterView {
     let config = &state.config;
     let placement_strategy = match config.property("placement-strategy") {
         Ok(PropertyValue::Text(text)) if text == "default" => PlacementStrategy::Default,
@@ -105,6 +105,21 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>) -> Cluster
             scheduled
         })
         .collect();
+    for constraint in config.constraints.values() {
+        if constraint
+            .expires_ms
+            .is_some_and(|expires_ms| expires_ms <= now_ms)
+        {
+            continue;
+        }
+        locations.push(Location {
+            id: constraint.id.clone(),
+            resource: constraint.resource.clone(),
+            host: Some(constraint.host.clone()),
+            score: Some(Score::new(constraint.score)),
+            ..Location::default()
+        });
+    }
     ClusterView {
         options,
         hosts,
@@ -142,7 +157,7 @@ mod tests {
             );
         }
         let alive: BTreeSet<String> = ["alpha".to_string()].into();
-        let view = scheduler_view(&state, &alive);
+        let view = scheduler_view(&state, &alive, 0);
         let states: Vec<(String, HostState)> = view
             .hosts
             .iter()

@@ -176,3 +176,18 @@ pub struct Transition {
     #[serde(default)]
     pub error: Option<String>,
 }
+
+/// A location constraint: a score for running `resource` on `host` (±1,000,000 is ±INFINITY).
+///
+/// Manual moves are constraints too (`cli-prefer-*`, `cli-ban-*`), so they are visible in
+/// `constraint list`, removable, and may expire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationConstraint {
+    pub id: String,
+    pub resource: String,
+    pub host: String,
+    pub score: i64,
+    /// Wall-clock milliseconds after which it no longer applies.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}

@@ -231,6 +231,17 @@ impl ClusterState {
                         runtime.host.as_deref().unwrap_or("no host")
                     )));
                 }
+                if let ConfigChange::SetConstraint { constraint } = change
+                    && !self
+                        .nodes
+                        .keys()
+                        .any(|node| node.as_str() == constraint.host)
+                {
+                    return Err(Rejection::NotFound(format!(
+                        "constraint {}: no node named {}",
+                        constraint.id, constraint.host
+                    )));
+                }
                 let next = self.config.with_change(change).map_err(rejection)?;
                 if let ConfigChange::RemoveResource { name } = change {
                     self.runtime.remove(name);

@@ -2,7 +2,9 @@
 
 use crate::config::{ClusterConfig, ConfigError};
 use crate::names::NodeName;
-use crate::resource::{PoolConfig, ResourceConfig, ResourceKind, TemplateConfig, VmBoot, VmConfig};
+use crate::resource::{
+    LocationConstraint, PoolConfig, ResourceConfig, ResourceKind, TemplateConfig, VmBoot, VmConfig,
+};
 
 fn invalid(message: String) -> ConfigError {
     ConfigError::Invalid(message)
@@ -176,4 +178,42 @@ pub fn resource(config: &ClusterConfig, resource: &ResourceConfig) -> Result<(),
     match &resource.kind {
         ResourceKind::Vm(config_vm) => vm(config, &what, config_vm),
     }
+}
+
+/// ±INFINITY in scores.
+pub const INFINITY: i64 = 1_000_000;
+
+pub fn constraint(
+    config: &ClusterConfig,
+    constraint: &LocationConstraint,
+) -> Result<(), ConfigError> {
+    let valid_id = !constraint.id.is_empty()
+        && constraint.id.len() <= 100
+        && constraint
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !valid_id {
+        return Err(invalid(format!(
+            "constraint id {:?} must be 1-100 letters, digits, '-', '_' or '.'",
+            constraint.id
+        )));
+    }
+    if !config.resources.contains_key(&constraint.resource) {
+        return Err(ConfigError::NotFound(format!(
+            "constraint {}: no resource named {}",
+            constraint.id, constraint.resource
+        )));
+    }
+    name(
+        &format!("constraint {} host", constraint.id),
+        &constraint.host,
+    )?;
+    if !(-INFINITY..=INFINITY).contains(&constraint.score) {
+        return Err(invalid(format!(
+            "constraint {}: score {} must be between -INFINITY and INFINITY",
+            constraint.id, constraint.score
+        )));
+    }
+    Ok(())
 }

@@ -237,6 +237,48 @@ fn a_live_migration_keeps_the_guest_answering_with_the_same_boot_id() {
         (vm.state.as_str(), vm.node.as_deref()),
         ("running", Some(target.as_str()))
     );
+
+    // The manual move is no hidden ban: it is a listed constraint, and one that expires
+    // lets the vm go home by itself.
+    let constraints = runtime.block_on(client.constraints()).unwrap();
+    let prefer = constraints
+        .iter()
+        .find(|constraint| constraint.id == "cli-prefer-vm1")
+        .expect("the move's constraint is listed");
+    assert_eq!(
+        (prefer.host.as_str(), prefer.score),
+        (target.as_str(), 1_000_000)
+    );
+    runtime
+        .block_on(client.remove_constraint("cli-prefer-vm1"))
+        .unwrap();
+    runtime.block_on(eventually(
+        "vm1 to return to its preferred host",
+        Duration::from_secs(60),
+        || async {
+            let vm = client.vm("vm1").await.ok()?;
+            (vm.state == "running" && vm.node.as_deref() == Some(source.as_str())).then_some(())
+        },
+    ));
+    runtime
+        .block_on(client.migrate_vm_for("vm1", Some(&target), 3))
+        .unwrap();
+    assert_eq!(
+        runtime.block_on(client.vm("vm1")).unwrap().node.as_deref(),
+        Some(target.as_str())
+    );
+    runtime.block_on(eventually(
+        "the expired move to let vm1 go home",
+        Duration::from_secs(60),
+        || async {
+            let vm = client.vm("vm1").await.ok()?;
+            (vm.state == "running" && vm.node.as_deref() == Some(source.as_str())).then_some(())
+        },
+    ));
+    assert_eq!(
+        runtime.block_on(guest(&http, &url)).unwrap().boot_id,
+        before.boot_id
+    );
 }
 
 /// A migration to an unreachable target, and one whose target QEMU is killed mid-transfer,
@@ -271,7 +313,13 @@ fn failed_migrations_leave_the_vm_running_on_its_source() {
             (!pids.is_empty()).then_some(pids)
         })
         .await;
+        // Let the transfer get going; QEMU daemonizes, so look up its pid again now.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let pids = [pids, qemu_processes(&namespace)].concat();
+        assert!(
+            !pids.is_empty(),
+            "the destination QEMU vanished before it was killed"
+        );
         for pid in pids {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
