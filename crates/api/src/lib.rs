@@ -83,6 +83,7 @@ pub type SharedContext = Arc<ApiContext>;
         vms::list_constraints,
         vms::add_constraint,
         vms::remove_constraint,
+        vms::cleanup_resource,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -153,6 +154,7 @@ pub fn router(context: SharedContext) -> Router {
             "/constraints/{id}",
             axum::routing::delete(vms::remove_constraint),
         )
+        .route("/resources/{name}/cleanup", post(vms::cleanup_resource))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             forward::to_leader,

@@ -559,3 +559,19 @@ pub(crate) async fn remove_constraint(
     configure(&context, &headers, ConfigChange::RemoveConstraint { id }).await?;
     Ok(Json(crate::handlers::Done { done: true }))
 }
+
+#[utoipa::path(post, path = "/api/v1/resources/{name}/cleanup", responses((status = 200, body = VmInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn cleanup_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<VmInfo> {
+    crate::handlers::submit(
+        &context,
+        &headers,
+        Command::CleanupResource { name: name.clone() },
+    )
+    .await?;
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &name)?))
+}

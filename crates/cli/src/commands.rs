@@ -23,6 +23,15 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Events { follow } => events(&global, follow).await,
         TopCommand::Vm(command) => vm(&global, command).await,
         TopCommand::Constraint(command) => constraint(&global, command).await,
+        TopCommand::Resource(crate::ResourceCommand::Cleanup { name }) => {
+            let info = client(&global)?.cleanup_resource(&name).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&info);
+            } else {
+                println!("{name}: failures forgotten");
+            }
+            Ok(())
+        }
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
         TopCommand::Explain { resource } => {

@@ -71,6 +71,9 @@ pub enum TopCommand {
     /// Virtual machines.
     #[command(subcommand)]
     Vm(VmCommand),
+    /// Cluster resources (today VMs; OCF agents come next).
+    #[command(subcommand)]
+    Resource(ResourceCommand),
     /// Placement constraints (manual moves show up here as cli-prefer-*/cli-ban-*).
     #[command(subcommand)]
     Constraint(ConstraintCommand),
@@ -193,6 +196,12 @@ pub enum VmCommand {
     Delete {
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourceCommand {
+    /// Forget a resource's failures so it may run where it failed before.
+    Cleanup { name: String },
 }
 
 #[derive(Debug, Subcommand)]

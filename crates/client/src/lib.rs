@@ -486,6 +486,15 @@ impl Client {
         .await
     }
 
+    pub async fn cleanup_resource(&self, name: &str) -> Result<VmInfo, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/resources/{}/cleanup", encode(name)),
+            None,
+        )
+        .await
+    }
+
     /// The raw OpenAPI document.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/api/openapi.json", None).await

@@ -46,6 +46,8 @@ pub enum Command {
     },
     /// Removes a node from the cluster.
     RemoveNode { name: String },
+    /// Forgets a resource's failures (`resource cleanup`): fail counts and last error.
+    CleanupResource { name: String },
     /// An operator sets a node online, in standby or in maintenance.
     SetNodeMode {
         name: String,
@@ -71,6 +73,7 @@ impl Command {
             Command::RemoveNode { .. } => "remove-node",
             Command::Transition { .. } => "transition",
             Command::SetNodeMode { .. } => "set-node-mode",
+            Command::CleanupResource { .. } => "cleanup-resource",
             Command::Noop => "noop",
         }
     }

@@ -249,6 +249,21 @@ impl ClusterState {
                 Ok(self.commit_config(next, change.summary(), envelope))
             }
             Command::Transition { transition } => self.transition(transition, now_ms),
+            Command::CleanupResource { name } => {
+                if !self.config.resources.contains_key(name) {
+                    return Err(Rejection::NotFound(format!("no resource named {name}")));
+                }
+                let runtime = self.runtime.entry(name.clone()).or_default();
+                let forgotten: u32 = runtime.fail_counts.values().sum();
+                runtime.fail_counts.clear();
+                runtime.last_error = None;
+                self.event(
+                    now_ms,
+                    "resource",
+                    format!("{name}: cleanup forgot {forgotten} failures"),
+                );
+                Ok(Outcome::Done)
+            }
             Command::SetNodeMode { name, mode } => {
                 let Some(node) = self
                     .nodes

@@ -477,6 +477,12 @@ fn bad_vm_specs_are_refused_and_create_nothing() {
         vec!["one-disk.qcow2".to_string()],
         "refused creations left files behind: {files:?}"
     );
+    // Cleanup of a known resource succeeds; of an unknown one it names it.
+    runtime.block_on(client.cleanup_resource("one")).unwrap();
+    let error = runtime
+        .block_on(client.cleanup_resource("ghost"))
+        .unwrap_err();
+    assert!(error.to_string().contains("ghost"), "{error}");
 }
 
 /// `node standby` live-migrates the host's VMs away; `node online` brings them back only

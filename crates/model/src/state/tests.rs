@@ -250,3 +250,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn cleanup_forgets_failures_of_a_known_resource_only() {
+    let mut state = bootstrapped();
+    let error = state
+        .apply(&envelope(
+            "c1",
+            5,
+            Command::CleanupResource {
+                name: "ghost".into(),
+            },
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("ghost"), "{error}");
+}
