@@ -5,9 +5,10 @@ use hafen_driver_api::hypervisor::{
     BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration,
     StopRequest, VmSpec, VmState,
 };
+use hafen_driver_api::resource::ResourceAgent;
 use hafen_driver_api::storage::{CreateVolume, StoragePool, VolumeFormat};
 use hafen_driver_qemu::{DirPool, QemuConfig, QemuDriver};
-use hafen_model::resource::{VmBoot, VmConfig};
+use hafen_model::resource::{OcfResourceConfig, VmBoot, VmConfig};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -40,6 +41,7 @@ struct Loaded {
 /// One node's agent.
 pub struct Agent {
     node: String,
+    ocf: hafen_driver_ocf::OcfDriver,
     run_dir: PathBuf,
     /// The address migration streams arrive on (this node's advertised IP).
     migration_ip: IpAddr,
@@ -52,6 +54,28 @@ impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Agent({})", self.node)
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OcfOperation {
+    Start,
+    Stop,
+    Monitor,
+    Probe,
+}
+
+/// The driver's view of a configured OCF resource.
+fn ocf_instance(
+    name: &str,
+    ocf: &OcfResourceConfig,
+) -> Result<hafen_driver_api::resource::ResourceInstance, AgentError> {
+    let agent: hafen_driver_api::resource::AgentRef = ocf
+        .agent
+        .parse()
+        .map_err(|error| AgentError::Driver(format!("{error}")))?;
+    let mut instance = hafen_driver_api::resource::ResourceInstance::new(name, agent);
+    instance.parameters = ocf.parameters.clone();
+    Ok(instance)
 }
 
 /// The driver spec of a configured VM.
@@ -126,8 +150,13 @@ fn failed(error: impl std::fmt::Display) -> AgentAnswer {
 
 impl Agent {
     pub fn new(node: &str, run_dir: &Path, migration_ip: IpAddr) -> Self {
+        // Agents' state files live beside the VMs' run directory, one per node.
+        let ocf_state = run_dir.parent().unwrap_or(run_dir).join("ocf");
         Self {
             node: node.to_string(),
+            ocf: hafen_driver_ocf::OcfDriver::new(hafen_driver_ocf::OcfConfig::new(
+                ocf_state, node,
+            )),
             run_dir: run_dir.to_path_buf(),
             migration_ip,
             loaded: Mutex::new(None),
@@ -388,6 +417,54 @@ impl Agent {
                 }
                 AgentAnswer::Done
             }
+            AgentRequest::OcfStart {
+                name,
+                generation,
+                ocf,
+            } => {
+                self.check_generation(&name, generation)?;
+                self.ocf_operation(&name, &ocf, OcfOperation::Start).await?
+            }
+            AgentRequest::OcfStop { name, ocf } => {
+                self.ocf_operation(&name, &ocf, OcfOperation::Stop).await?
+            }
+            AgentRequest::OcfMonitor { name, ocf, probe } => {
+                let operation = if probe {
+                    OcfOperation::Probe
+                } else {
+                    OcfOperation::Monitor
+                };
+                self.ocf_operation(&name, &ocf, operation).await?
+            }
+            AgentRequest::OcfCheck { name, ocf } => {
+                let instance = ocf_instance(&name, &ocf)?;
+                let metadata =
+                    hafen_driver_api::resource::check_configuration(&self.ocf, &instance)
+                        .await
+                        .map_err(|e| driver_error(&e))?;
+                AgentAnswer::Metadata {
+                    metadata: serde_json::to_value(metadata).unwrap_or_default(),
+                }
+            }
+            AgentRequest::OcfMetadata { agent } => {
+                let agent: hafen_driver_api::resource::AgentRef = agent
+                    .parse()
+                    .map_err(|e| AgentError::Driver(format!("{e}")))?;
+                let metadata = self
+                    .ocf
+                    .meta_data(&agent)
+                    .await
+                    .map_err(|e| driver_error(&e))?;
+                AgentAnswer::Metadata {
+                    metadata: serde_json::to_value(metadata).unwrap_or_default(),
+                }
+            }
+            AgentRequest::OcfListAgents => {
+                let agents = self.ocf.list_agents().await.map_err(|e| driver_error(&e))?;
+                AgentAnswer::Agents {
+                    agents: agents.iter().map(ToString::to_string).collect(),
+                }
+            }
             AgentRequest::DeleteVolume {
                 pool,
                 volume,
@@ -400,6 +477,62 @@ impl Agent {
                 AgentAnswer::Done
             }
         })
+    }
+
+    /// Runs one OCF operation and reports the resource's state as the agent sees it.
+    async fn ocf_operation(
+        &self,
+        name: &str,
+        ocf: &OcfResourceConfig,
+        operation: OcfOperation,
+    ) -> Result<AgentAnswer, AgentError> {
+        use hafen_driver_api::resource::{AgentResult, OperationOptions, RunningState};
+        let instance = ocf_instance(name, ocf)?;
+        let options = OperationOptions::with_timeout_ms(ocf.operation_timeout_ms);
+        let outcome = match operation {
+            OcfOperation::Start => self.ocf.start(&instance, &options).await,
+            OcfOperation::Stop => self.ocf.stop(&instance, &options).await,
+            OcfOperation::Monitor => {
+                self.ocf
+                    .monitor(
+                        &instance,
+                        &options.clone().with_interval_ms(ocf.monitor_interval_ms),
+                    )
+                    .await
+            }
+            OcfOperation::Probe => self.ocf.monitor(&instance, &options).await,
+        }
+        .map_err(|error| AgentError::Driver(error.to_string()))?;
+        let message = outcome.message();
+        match operation {
+            OcfOperation::Start | OcfOperation::Stop => {
+                if outcome.reaction_against(AgentResult::Success).is_some() {
+                    return Ok(AgentAnswer::Failed { error: message });
+                }
+                let state = if operation == OcfOperation::Start {
+                    "running"
+                } else {
+                    "stopped"
+                };
+                Ok(AgentAnswer::State {
+                    state: state.to_string(),
+                    message,
+                })
+            }
+            OcfOperation::Monitor | OcfOperation::Probe => {
+                let state = match outcome.result.running_state() {
+                    RunningState::Started => "running",
+                    RunningState::Promoted => "promoted",
+                    RunningState::Stopped => "stopped",
+                    RunningState::Failed => "failed",
+                    RunningState::Unknown => "unknown",
+                };
+                Ok(AgentAnswer::State {
+                    state: state.to_string(),
+                    message,
+                })
+            }
+        }
     }
 
     fn pool(&self, pools: &Pools, name: &str) -> Result<DirPool, AgentError> {

@@ -345,7 +345,67 @@ impl Orchestrator {
             .ok_or_else(|| OrchestratorError::NotFound(format!("no resource named {name}")))?;
         match &resource.kind {
             ResourceKind::Vm(vm) => Ok(vm.clone()),
+            ResourceKind::Ocf(_) => Err(OrchestratorError::Invalid(format!(
+                "{name} is an OCF resource; only vms migrate live (it moves by stop and start)"
+            ))),
         }
+    }
+
+    fn kind_of(state: &ClusterState, name: &str) -> Result<ResourceKind, OrchestratorError> {
+        state
+            .config
+            .resources
+            .get(name)
+            .map(|resource| resource.kind.clone())
+            .ok_or_else(|| OrchestratorError::NotFound(format!("no resource named {name}")))
+    }
+
+    fn start_request(
+        state: &ClusterState,
+        name: &str,
+        generation: u64,
+    ) -> Result<AgentRequest, OrchestratorError> {
+        Ok(match Self::kind_of(state, name)? {
+            ResourceKind::Vm(vm) => AgentRequest::Start {
+                name: name.to_string(),
+                generation,
+                vm,
+                pools: state.config.pools.clone(),
+            },
+            ResourceKind::Ocf(ocf) => AgentRequest::OcfStart {
+                name: name.to_string(),
+                generation,
+                ocf,
+            },
+        })
+    }
+
+    fn stop_request(state: &ClusterState, name: &str) -> Result<AgentRequest, OrchestratorError> {
+        Ok(match Self::kind_of(state, name)? {
+            ResourceKind::Vm(_) => AgentRequest::Stop {
+                name: name.to_string(),
+                timeout_ms: STOP_TIMEOUT_MS,
+                pools: state.config.pools.clone(),
+            },
+            ResourceKind::Ocf(ocf) => AgentRequest::OcfStop {
+                name: name.to_string(),
+                ocf,
+            },
+        })
+    }
+
+    fn status_request(state: &ClusterState, name: &str) -> Result<AgentRequest, OrchestratorError> {
+        Ok(match Self::kind_of(state, name)? {
+            ResourceKind::Vm(_) => AgentRequest::Status {
+                name: name.to_string(),
+                pools: state.config.pools.clone(),
+            },
+            ResourceKind::Ocf(ocf) => AgentRequest::OcfMonitor {
+                name: name.to_string(),
+                ocf,
+                probe: false,
+            },
+        })
     }
 
     /// Where a resource without a usable host should start: its preferred host, else the
@@ -400,7 +460,7 @@ impl Orchestrator {
         host: Option<String>,
     ) -> Result<ResourceState, OrchestratorError> {
         let state = self.state().await?;
-        let vm = Self::vm_of(&state, name)?;
+        Self::kind_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let online = self.alive_nodes(&state);
         if runtime.phase == Phase::Running
@@ -454,21 +514,18 @@ impl Orchestrator {
             .lock()
             .expect("lock poisoned")
             .insert(name.to_string(), Instant::now());
-        let request = AgentRequest::Start {
-            name: name.to_string(),
-            generation,
-            vm,
-            pools: state.config.pools.clone(),
-        };
+        let request = Self::start_request(&state, name, generation)?;
         let outcome = self.call(&state, &host, request, START_TIMEOUT).await;
         let (phase, error) = match outcome {
-            Ok(AgentAnswer::Vm {
-                state: vm_state, ..
-            }) if vm_state == "running" => (Phase::Running, None),
-            Ok(AgentAnswer::Vm {
-                state: vm_state, ..
-            }) => (Phase::Failed, Some(format!("started but {vm_state}"))),
+            Ok(answer) if answer.state() == Some("running") => (Phase::Running, None),
             Ok(AgentAnswer::Failed { error }) => (Phase::Failed, Some(error)),
+            Ok(answer) if answer.state().is_some() => (
+                Phase::Failed,
+                Some(format!(
+                    "started but {}",
+                    answer.state().unwrap_or_default()
+                )),
+            ),
             Ok(other) => (Phase::Failed, Some(format!("unexpected answer {other:?}"))),
             Err(error) => (Phase::Failed, Some(error.to_string())),
         };
@@ -499,7 +556,7 @@ impl Orchestrator {
 
     async fn stop_claimed(&self, name: &str) -> Result<(), OrchestratorError> {
         let state = self.state().await?;
-        Self::vm_of(&state, name)?;
+        Self::kind_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let Some(host) = runtime.host.clone() else {
             return Ok(());
@@ -516,11 +573,7 @@ impl Orchestrator {
             error: None,
         })
         .await?;
-        let request = AgentRequest::Stop {
-            name: name.to_string(),
-            timeout_ms: STOP_TIMEOUT_MS,
-            pools: state.config.pools.clone(),
-        };
+        let request = Self::stop_request(&state, name)?;
         let answer = self
             .call(
                 &state,
@@ -531,6 +584,7 @@ impl Orchestrator {
             .await;
         let error = match answer {
             Ok(AgentAnswer::Done) => None,
+            Ok(answer) if answer.state() == Some("stopped") => None,
             Ok(AgentAnswer::Failed { error }) => Some(error),
             Ok(other) => Some(format!("unexpected answer {other:?}")),
             Err(error) => Some(error.to_string()),
@@ -994,25 +1048,18 @@ impl Orchestrator {
         runtime: &ResourceState,
     ) -> Result<(), OrchestratorError> {
         let _slot = self.claim(name)?;
+        let request = Self::status_request(state, name)?;
         let answer = self
-            .call(
-                state,
-                host,
-                AgentRequest::Status {
-                    name: name.to_string(),
-                    pools: state.config.pools.clone(),
-                },
-                Duration::from_secs(10),
-            )
+            .call(state, host, request, Duration::from_secs(30))
             .await?;
-        let failure = match answer {
-            AgentAnswer::Vm {
-                state: vm_state, ..
-            } if vm_state == "running" || vm_state == "paused" => None,
-            AgentAnswer::Vm {
-                state: vm_state, ..
-            } => Some(format!("found {vm_state} by the monitor")),
-            AgentAnswer::Failed { error } => Some(error),
+        let failure = match &answer {
+            answer if matches!(answer.state(), Some("running" | "paused" | "promoted")) => None,
+            AgentAnswer::State {
+                state: found,
+                message,
+            } => Some(format!("found {found} by the monitor: {message}")),
+            AgentAnswer::Vm { state: found, .. } => Some(format!("found {found} by the monitor")),
+            AgentAnswer::Failed { error } => Some(error.clone()),
             other => Some(format!("unexpected answer {other:?}")),
         };
         if let Some(error) = failure {
@@ -1030,13 +1077,12 @@ impl Orchestrator {
     }
 
     async fn is_running(&self, state: &ClusterState, name: &str, host: &str) -> bool {
-        let request = AgentRequest::Status {
-            name: name.to_string(),
-            pools: state.config.pools.clone(),
+        let Ok(request) = Self::status_request(state, name) else {
+            return false;
         };
         matches!(
-            self.call(state, host, request, Duration::from_secs(10)).await,
-            Ok(AgentAnswer::Vm { state: ref vm_state, .. }) if vm_state == "running"
+            self.call(state, host, request, Duration::from_secs(30)).await,
+            Ok(answer) if answer.state() == Some("running")
         )
     }
 

@@ -1,6 +1,6 @@
 //! Requests and answers between the leader's orchestrator and node agents (`/internal/agent/<op>`).
 
-use hafen_model::resource::{PoolConfig, VmConfig};
+use hafen_model::resource::{OcfResourceConfig, PoolConfig, VmConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -68,6 +68,30 @@ pub enum AgentRequest {
         volume: String,
         pools: Pools,
     },
+    OcfStart {
+        name: String,
+        generation: u64,
+        ocf: OcfResourceConfig,
+    },
+    OcfStop {
+        name: String,
+        ocf: OcfResourceConfig,
+    },
+    /// `probe`: a one-shot monitor (interval 0), as when learning where a resource runs.
+    OcfMonitor {
+        name: String,
+        ocf: OcfResourceConfig,
+        probe: bool,
+    },
+    /// Validates parameters against the agent's meta-data; answers the meta-data.
+    OcfCheck {
+        name: String,
+        ocf: OcfResourceConfig,
+    },
+    OcfMetadata {
+        agent: String,
+    },
+    OcfListAgents,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,4 +115,25 @@ pub enum AgentAnswer {
     Failed {
         error: String,
     },
+    /// A resource agent's view: `running`, `stopped`, `promoted`, `failed` or `unknown`.
+    State {
+        state: String,
+        message: String,
+    },
+    Metadata {
+        metadata: serde_json::Value,
+    },
+    Agents {
+        agents: Vec<String>,
+    },
+}
+
+impl AgentAnswer {
+    /// The state an answer reports, for VMs and agents alike.
+    pub fn state(&self) -> Option<&str> {
+        match self {
+            AgentAnswer::Vm { state, .. } | AgentAnswer::State { state, .. } => Some(state),
+            _ => None,
+        }
+    }
 }

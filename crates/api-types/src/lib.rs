@@ -358,3 +358,34 @@ pub struct Explanation {
     pub resource: String,
     pub text: String,
 }
+
+/// `resource add NAME AGENT param=value ...`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourceAddRequest {
+    pub name: String,
+    /// `ocf:<provider>:<type>`.
+    pub agent: String,
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    pub monitor_interval_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    /// Preferred host for the first start.
+    pub host: Option<String>,
+    /// Start it right away (default true).
+    pub start: Option<bool>,
+}
+
+/// Any resource as `resource list` / `resource show` present it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourceInfo {
+    pub name: String,
+    /// `vm` or the agent (`ocf:heartbeat:Dummy`).
+    pub kind: String,
+    pub state: String,
+    pub node: Option<String>,
+    pub target: String,
+    pub generation: u64,
+    pub parameters: std::collections::BTreeMap<String, String>,
+    pub last_error: Option<String>,
+    pub fail_counts: std::collections::BTreeMap<String, u32>,
+}

@@ -37,6 +37,22 @@ fn request_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+/// Proposes one step of a request that commits several commands: each step gets its own
+/// request id derived from the request's, so a retried request repeats no step and skips none.
+pub(crate) async fn submit_step(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    step: &str,
+    command: Command,
+) -> Result<Outcome, ApiError> {
+    let envelope = Envelope {
+        request_id: format!("{}/{step}", request_id(headers)?),
+        now_ms: crate::now_ms(),
+        command,
+    };
+    Ok(context.replica.write(envelope).await??)
+}
+
 /// Proposes a command and waits for every replica's verdict.
 pub(crate) async fn submit(
     context: &SharedContext,
@@ -185,13 +201,13 @@ fn resources(state: &ClusterState) -> Vec<hafen_api_types::ResourceStatus> {
         .config
         .resources
         .keys()
-        .filter_map(|name| crate::vms::vm_info(state, name))
-        .map(|vm| hafen_api_types::ResourceStatus {
-            name: vm.name,
-            kind: "vm".to_string(),
-            state: vm.state,
-            node: vm.node,
-            target: Some(vm.target),
+        .filter_map(|name| crate::resources::resource_info(state, name))
+        .map(|resource| hafen_api_types::ResourceStatus {
+            name: resource.name,
+            kind: resource.kind,
+            state: resource.state,
+            node: resource.node,
+            target: Some(resource.target),
         })
         .collect()
 }

@@ -8,6 +8,7 @@ mod error;
 mod forward;
 mod handlers;
 mod internal;
+mod resources;
 mod serve;
 mod vms;
 
@@ -84,6 +85,14 @@ pub type SharedContext = Arc<ApiContext>;
         vms::add_constraint,
         vms::remove_constraint,
         vms::cleanup_resource,
+        resources::list_resources,
+        resources::show_resource,
+        resources::add_resource,
+        resources::start_resource,
+        resources::stop_resource,
+        resources::delete_resource,
+        resources::list_agents,
+        resources::agent_info,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -155,6 +164,18 @@ pub fn router(context: SharedContext) -> Router {
             axum::routing::delete(vms::remove_constraint),
         )
         .route("/resources/{name}/cleanup", post(vms::cleanup_resource))
+        .route(
+            "/resources",
+            get(resources::list_resources).post(resources::add_resource),
+        )
+        .route(
+            "/resources/{name}",
+            get(resources::show_resource).delete(resources::delete_resource),
+        )
+        .route("/resources/{name}/start", post(resources::start_resource))
+        .route("/resources/{name}/stop", post(resources::stop_resource))
+        .route("/agents", get(resources::list_agents))
+        .route("/agents/{agent}", get(resources::agent_info))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),
             forward::to_leader,

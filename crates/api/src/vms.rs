@@ -34,7 +34,9 @@ impl From<OrchestratorError> for ApiError {
 
 pub(crate) fn vm_info(state: &ClusterState, name: &str) -> Option<VmInfo> {
     let resource = state.config.resources.get(name)?;
-    let ResourceKind::Vm(vm) = &resource.kind;
+    let ResourceKind::Vm(vm) = &resource.kind else {
+        return None;
+    };
     let runtime = state.runtime.get(name).cloned().unwrap_or_default();
     Some(VmInfo {
         name: name.to_string(),
@@ -401,7 +403,11 @@ pub(crate) async fn delete_vm(
 ) -> ApiResult<VmInfo> {
     let state = context.replica.read(Clone::clone).await?;
     let info = lookup(&state, &name)?;
-    let ResourceKind::Vm(vm) = &state.config.resources[&name].kind;
+    let ResourceKind::Vm(vm) = &state.config.resources[&name].kind else {
+        return Err(ApiError::Invalid(format!(
+            "{name} is not a vm; use `hafen resource delete`"
+        )));
+    };
     configure(
         &context,
         &headers,

@@ -23,15 +23,8 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Events { follow } => events(&global, follow).await,
         TopCommand::Vm(command) => vm(&global, command).await,
         TopCommand::Constraint(command) => constraint(&global, command).await,
-        TopCommand::Resource(crate::ResourceCommand::Cleanup { name }) => {
-            let info = client(&global)?.cleanup_resource(&name).await?;
-            if global.output == OutputFormat::Json {
-                print_json(&info);
-            } else {
-                println!("{name}: failures forgotten");
-            }
-            Ok(())
-        }
+        TopCommand::Resource(command) => resource(&global, command).await,
+        TopCommand::Agent(command) => agent(&global, command).await,
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
         TopCommand::Explain { resource } => {
@@ -612,6 +605,135 @@ async fn constraint(global: &GlobalArgs, command: ConstraintCommand) -> anyhow::
             client.remove_constraint(&id).await?;
             if !json {
                 println!("constraint {id} removed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses `500ms`, `10s`, `2m`/`2min`, `1h` (a bare number means seconds).
+pub fn parse_duration_ms(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| anyhow!("bad duration {text:?}: expected e.g. 500ms, 10s, 2min or 1h"))?;
+    let factor = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => bail!("bad duration {text:?}: unknown unit {unit:?} (use ms, s, min or h)"),
+    };
+    Ok(value * factor)
+}
+
+async fn resource(global: &GlobalArgs, command: crate::ResourceCommand) -> anyhow::Result<()> {
+    use crate::ResourceCommand;
+    let client = client(global)?;
+    let json = global.output == OutputFormat::Json;
+    let show = |info: &hafen_api_types::ResourceInfo| {
+        if json {
+            print_json(info)
+        } else {
+            print!("{}", output::resources_table(std::slice::from_ref(info)))
+        }
+    };
+    match command {
+        ResourceCommand::Add {
+            name,
+            agent,
+            parameters,
+            op,
+            host,
+            no_start,
+        } => {
+            let mut values = std::collections::BTreeMap::new();
+            for parameter in &parameters {
+                let (key, value) = parameter
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("parameter {parameter:?} is not name=value"))?;
+                values.insert(key.to_string(), value.to_string());
+            }
+            let (mut interval, mut timeout) = (None, None);
+            if let Some((kind, settings)) = op.split_first() {
+                if kind != "monitor" {
+                    bail!("--op {kind}: only the monitor operation can be set here");
+                }
+                for setting in settings {
+                    match setting.split_once('=') {
+                        Some(("interval", value)) => interval = Some(parse_duration_ms(value)?),
+                        Some(("timeout", value)) => timeout = Some(parse_duration_ms(value)?),
+                        _ => bail!(
+                            "--op monitor: unknown setting {setting:?} (use interval=10s timeout=20s)"
+                        ),
+                    }
+                }
+            }
+            let info = client
+                .add_resource(&hafen_api_types::ResourceAddRequest {
+                    name,
+                    agent,
+                    parameters: values,
+                    monitor_interval_ms: interval,
+                    timeout_ms: timeout,
+                    host,
+                    start: Some(!no_start),
+                })
+                .await?;
+            show(&info);
+        }
+        ResourceCommand::List => {
+            let resources = client.resources().await?;
+            if json {
+                print_json(&resources)
+            } else {
+                print!("{}", output::resources_table(&resources))
+            }
+        }
+        ResourceCommand::Show { name } => show(&client.resource(&name).await?),
+        ResourceCommand::Start { name } => show(&client.resource_action(&name, "start").await?),
+        ResourceCommand::Stop { name } => show(&client.resource_action(&name, "stop").await?),
+        ResourceCommand::Delete { name } => {
+            client.delete_resource(&name).await?;
+            if !json {
+                println!("resource {name} stopped and deleted");
+            }
+        }
+        ResourceCommand::Cleanup { name } => {
+            let info = client.cleanup_resource(&name).await?;
+            if json {
+                print_json(&info);
+            } else {
+                println!("{name}: failures forgotten");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn agent(global: &GlobalArgs, command: crate::AgentCommand) -> anyhow::Result<()> {
+    let client = client(global)?;
+    match command {
+        crate::AgentCommand::List => {
+            let agents = client.agents().await?;
+            if global.output == OutputFormat::Json {
+                print_json(&agents);
+            } else {
+                for agent in agents {
+                    println!("{agent}");
+                }
+            }
+        }
+        crate::AgentCommand::Info { agent } => {
+            let metadata = client.agent_info(&agent).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&metadata);
+            } else {
+                print!("{}", output::agent_text(&agent, &metadata));
             }
         }
     }

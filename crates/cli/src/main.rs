@@ -74,6 +74,9 @@ pub enum TopCommand {
     /// Cluster resources (today VMs; OCF agents come next).
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Resource agents (OCF).
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Placement constraints (manual moves show up here as cli-prefer-*/cli-ban-*).
     #[command(subcommand)]
     Constraint(ConstraintCommand),
@@ -200,8 +203,47 @@ pub enum VmCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ResourceCommand {
+    /// Add a resource run by a standard agent: `resource add web ocf:heartbeat:Dummy fake=x --op monitor interval=10s timeout=20s`.
+    Add {
+        name: String,
+        /// `ocf:<provider>:<type>`.
+        agent: String,
+        /// Agent parameters as `name=value`.
+        parameters: Vec<String>,
+        /// `monitor interval=10s timeout=20s`.
+        #[arg(long, num_args = 1..)]
+        op: Vec<String>,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        no_start: bool,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    /// Stop and remove a resource.
+    Delete {
+        name: String,
+    },
     /// Forget a resource's failures so it may run where it failed before.
-    Cleanup { name: String },
+    Cleanup {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Every resource agent installed on the node serving the request.
+    List,
+    /// An agent's parameters and actions, from its meta-data.
+    Info { agent: String },
 }
 
 #[derive(Debug, Subcommand)]

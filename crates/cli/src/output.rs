@@ -257,3 +257,96 @@ pub fn constraints_table(constraints: &[hafen_api_types::ConstraintInfo]) -> Str
     }
     table(&rows)
 }
+
+pub fn resources_table(resources: &[hafen_api_types::ResourceInfo]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "KIND".to_string(),
+        "STATE".to_string(),
+        "NODE".to_string(),
+        "TARGET".to_string(),
+        "LAST ERROR".to_string(),
+    ]];
+    for resource in resources {
+        rows.push([
+            resource.name.clone(),
+            resource.kind.clone(),
+            resource.state.clone(),
+            resource.node.clone().unwrap_or_else(|| "-".to_string()),
+            resource.target.clone(),
+            resource.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// An agent's meta-data: its parameters with required flags, types and defaults, then its actions.
+pub fn agent_text(agent: &str, metadata: &serde_json::Value) -> String {
+    let mut out = format!("{agent}\n");
+    if let Some(description) = metadata
+        .get("short_description")
+        .and_then(|value| value.as_str())
+    {
+        let _ = writeln!(out, "  {description}");
+    }
+    let _ = writeln!(out, "\nParameters:");
+    for parameter in metadata
+        .get("parameters")
+        .and_then(|value| value.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let text = |key: &str| {
+            parameter
+                .get(key)
+                .and_then(|value| value.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let required = parameter
+            .get("required")
+            .and_then(|value| value.as_bool())
+            .unwrap_or(false);
+        let default = parameter
+            .get("default")
+            .and_then(|value| value.as_str())
+            .map(|value| format!(" (default {value})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}{} [{}]{default}: {}",
+            text("name"),
+            if required { " (required)" } else { "" },
+            parameter
+                .get("parameter_type")
+                .map(|kind| kind.to_string().trim_matches('"').to_string())
+                .unwrap_or_default(),
+            text("short_description")
+        );
+    }
+    let _ = writeln!(out, "\nActions:");
+    for action in metadata
+        .get("actions")
+        .and_then(|value| value.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let name = action
+            .get("name")
+            .and_then(|value| value.as_str())
+            .unwrap_or("");
+        let timeout = action
+            .get("timeout_ms")
+            .and_then(|value| value.as_u64())
+            .map(|ms| format!(" timeout={}s", ms / 1000))
+            .unwrap_or_default();
+        let interval = action
+            .get("interval_ms")
+            .and_then(|value| value.as_u64())
+            .filter(|ms| *ms > 0)
+            .map(|ms| format!(" interval={}s", ms / 1000))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {name}{timeout}{interval}");
+    }
+    out
+}

@@ -495,6 +495,64 @@ impl Client {
         .await
     }
 
+    pub async fn resources(&self) -> Result<Vec<ResourceInfo>, ClientError> {
+        self.call(Method::GET, "/api/v1/resources", None).await
+    }
+
+    pub async fn resource(&self, name: &str) -> Result<ResourceInfo, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/resources/{}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn add_resource(
+        &self,
+        request: &ResourceAddRequest,
+    ) -> Result<ResourceInfo, ClientError> {
+        let body = serde_json::to_value(request).expect("serializes");
+        self.call(Method::POST, "/api/v1/resources", Some(body))
+            .await
+    }
+
+    /// `start` or `stop`.
+    pub async fn resource_action(
+        &self,
+        name: &str,
+        action: &str,
+    ) -> Result<ResourceInfo, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/resources/{}/{action}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn delete_resource(&self, name: &str) -> Result<ResourceInfo, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/resources/{}", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<String>, ClientError> {
+        self.call(Method::GET, "/api/v1/agents", None).await
+    }
+
+    pub async fn agent_info(&self, agent: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/agents/{}", encode(agent)),
+            None,
+        )
+        .await
+    }
+
     /// The raw OpenAPI document.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/api/openapi.json", None).await

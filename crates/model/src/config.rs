@@ -191,6 +191,7 @@ impl ClusterConfig {
                     .iter()
                     .any(|disk| disk.pool == pool && disk.volume == volume)
                     .then_some(resource.name.as_str()),
+                ResourceKind::Ocf(_) => None,
             })
     }
 

@@ -31,14 +31,31 @@ pub struct ResourceConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResourceKind {
     Vm(VmConfig),
+    /// A standard OCF resource agent (`ocf:heartbeat:Dummy`, `ocf:heartbeat:IPaddr2`, ...).
+    Ocf(OcfResourceConfig),
 }
 
 impl ResourceKind {
-    pub fn name(&self) -> &'static str {
+    /// `vm`, or the agent (`ocf:heartbeat:Dummy`).
+    pub fn name(&self) -> String {
         match self {
-            ResourceKind::Vm(_) => "vm",
+            ResourceKind::Vm(_) => "vm".to_string(),
+            ResourceKind::Ocf(ocf) => ocf.agent.clone(),
         }
     }
+}
+
+/// An OCF agent with its parameters and operation settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OcfResourceConfig {
+    /// `ocf:<provider>:<type>`.
+    pub agent: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// How often the agent's monitor runs.
+    pub monitor_interval_ms: u64,
+    /// Timeout of each start, stop and monitor.
+    pub operation_timeout_ms: u64,
 }
 
 /// A virtual machine as the cluster runs it; every host derives the same QEMU machine from it.

@@ -169,6 +169,40 @@ fn vm(config: &ClusterConfig, what: &str, vm: &VmConfig) -> Result<(), ConfigErr
     boot(what, &vm.boot)
 }
 
+fn ocf_resource(what: &str, ocf: &crate::resource::OcfResourceConfig) -> Result<(), ConfigError> {
+    let word = |part: &str| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            && !part.starts_with('.')
+    };
+    let parts: Vec<&str> = ocf.agent.split(':').collect();
+    if !(parts.len() == 3 && parts[0] == "ocf" && word(parts[1]) && word(parts[2])) {
+        return Err(invalid(format!(
+            "{what}: agent {:?} is not ocf:<provider>:<type>",
+            ocf.agent
+        )));
+    }
+    for (key, value) in &ocf.parameters {
+        let key_ok = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_ok || value.chars().any(|c| c == '\0' || c == '\n') {
+            return Err(invalid(format!("{what}: parameter {key:?} is malformed")));
+        }
+    }
+    if !(1_000..=86_400_000).contains(&ocf.monitor_interval_ms) {
+        return Err(invalid(format!(
+            "{what}: monitor interval must be between 1 s and 24 h"
+        )));
+    }
+    if !(1_000..=3_600_000).contains(&ocf.operation_timeout_ms) {
+        return Err(invalid(format!(
+            "{what}: operation timeout must be between 1 s and 1 h"
+        )));
+    }
+    Ok(())
+}
+
 pub fn resource(config: &ClusterConfig, resource: &ResourceConfig) -> Result<(), ConfigError> {
     name("resource name", &resource.name)?;
     let what = format!("{} {}", resource.kind.name(), resource.name);
@@ -177,6 +211,7 @@ pub fn resource(config: &ClusterConfig, resource: &ResourceConfig) -> Result<(),
     }
     match &resource.kind {
         ResourceKind::Vm(config_vm) => vm(config, &what, config_vm),
+        ResourceKind::Ocf(ocf) => ocf_resource(&what, ocf),
     }
 }
 

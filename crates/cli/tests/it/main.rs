@@ -4,5 +4,6 @@
 
 mod cli;
 mod cluster;
+mod ocf;
 mod support;
 mod vms;

@@ -1,0 +1,323 @@
+//! Generic resource handlers (OCF agents and VMs alike) and the agent catalogue.
+
+use crate::SharedContext;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use hafen_agent::protocol::{AgentAnswer, AgentRequest};
+use hafen_api_types::{ResourceAddRequest, ResourceInfo};
+use hafen_model::config::ConfigChange;
+use hafen_model::resource::{
+    OcfResourceConfig, Phase, ResourceConfig, ResourceKind, TargetRole, Transition,
+};
+use hafen_model::{ClusterState, Command};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub(crate) fn resource_info(state: &ClusterState, name: &str) -> Option<ResourceInfo> {
+    let resource = state.config.resources.get(name)?;
+    let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+    let parameters = match &resource.kind {
+        ResourceKind::Ocf(ocf) => ocf.parameters.clone(),
+        ResourceKind::Vm(_) => Default::default(),
+    };
+    Some(ResourceInfo {
+        name: name.to_string(),
+        kind: resource.kind.name(),
+        state: runtime.phase.name().to_string(),
+        node: runtime.host.clone(),
+        target: match resource.target_role {
+            TargetRole::Started => "started".to_string(),
+            TargetRole::Stopped => "stopped".to_string(),
+        },
+        generation: runtime.generation,
+        parameters,
+        last_error: runtime.last_error.clone(),
+        fail_counts: runtime.fail_counts.clone(),
+    })
+}
+
+fn lookup(state: &ClusterState, name: &str) -> Result<ResourceInfo, ApiError> {
+    resource_info(state, name)
+        .ok_or_else(|| ApiError::NotFound(format!("no resource named {name}")))
+}
+
+fn agent_failure(answer: AgentAnswer) -> Result<AgentAnswer, ApiError> {
+    match answer {
+        AgentAnswer::Failed { error } => Err(ApiError::Invalid(error)),
+        other => Ok(other),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/resources", responses((status = 200, body = Vec<ResourceInfo>)))]
+pub(crate) async fn list_resources(
+    State(context): State<SharedContext>,
+) -> ApiResult<Vec<ResourceInfo>> {
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(
+        state
+            .config
+            .resources
+            .keys()
+            .filter_map(|name| resource_info(&state, name))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/resources/{name}", responses((status = 200, body = ResourceInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn show_resource(
+    State(context): State<SharedContext>,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &name)?))
+}
+
+/// Adds an OCF resource: parameters are checked against the agent's meta-data first; then
+/// every online host probes for it, so a copy started by hand is found (and only one kept).
+#[utoipa::path(post, path = "/api/v1/resources", request_body = ResourceAddRequest, responses((status = 200, body = ResourceInfo), (status = 400, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn add_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Json(request): Json<ResourceAddRequest>,
+) -> ApiResult<ResourceInfo> {
+    let ocf = OcfResourceConfig {
+        agent: request.agent.clone(),
+        parameters: request.parameters.clone(),
+        monitor_interval_ms: request.monitor_interval_ms.unwrap_or(10_000),
+        operation_timeout_ms: request.timeout_ms.unwrap_or(20_000),
+    };
+    let start = request.start.unwrap_or(true);
+    let resource = ResourceConfig {
+        name: request.name.clone(),
+        kind: ResourceKind::Ocf(ocf.clone()),
+        // Stopped until the probes have told where it may run already.
+        target_role: TargetRole::Stopped,
+        priority: 0,
+        preferred_host: request.host.clone(),
+    };
+    let state = context.replica.read(Clone::clone).await?;
+    let change = ConfigChange::AddResource { resource };
+    state
+        .config
+        .with_change(&change)
+        .map_err(|error| match error {
+            hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
+            hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Invalid(other.to_string()),
+        })?;
+    let agent = context.orchestrator.local_agent();
+    agent_failure(
+        agent
+            .handle(AgentRequest::OcfCheck {
+                name: request.name.clone(),
+                ocf: ocf.clone(),
+            })
+            .await,
+    )?;
+    crate::handlers::submit_step(&context, &headers, "add", Command::Configure { change }).await?;
+    probe(&context, &headers, &request.name, &ocf).await?;
+    if start {
+        crate::handlers::submit_step(
+            &context,
+            &headers,
+            "start",
+            Command::Configure {
+                change: ConfigChange::SetTargetRole {
+                    name: request.name.clone(),
+                    role: TargetRole::Started,
+                },
+            },
+        )
+        .await?;
+        context.orchestrator.start(&request.name).await?;
+    }
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &request.name)?))
+}
+
+/// Learns where a new resource already runs: keeps the first copy found and stops the rest (I1).
+async fn probe(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    name: &str,
+    ocf: &OcfResourceConfig,
+) -> Result<(), ApiError> {
+    let state = context.replica.read(Clone::clone).await?;
+    let mut active = Vec::new();
+    for host in context.orchestrator.online_members(&state) {
+        let request = AgentRequest::OcfMonitor {
+            name: name.to_string(),
+            ocf: ocf.clone(),
+            probe: true,
+        };
+        let answer = context
+            .orchestrator
+            .call(
+                &state,
+                &host,
+                request,
+                std::time::Duration::from_millis(ocf.operation_timeout_ms),
+            )
+            .await?;
+        if matches!(
+            answer.state(),
+            Some("running" | "promoted" | "failed" | "unknown")
+        ) {
+            active.push(host);
+        }
+    }
+    let Some(keeper) = active.first().cloned() else {
+        return Ok(());
+    };
+    for host in active.iter().skip(1) {
+        let request = AgentRequest::OcfStop {
+            name: name.to_string(),
+            ocf: ocf.clone(),
+        };
+        let answer = context
+            .orchestrator
+            .call(
+                &state,
+                host,
+                request,
+                std::time::Duration::from_millis(ocf.operation_timeout_ms),
+            )
+            .await?;
+        if let AgentAnswer::Failed { error } = answer {
+            return Err(ApiError::Failed(format!(
+                "{name} runs on {host} too and could not be stopped there: {error}"
+            )));
+        }
+        tracing::warn!(resource = %name, %host, "probe found a second active copy; stopped it");
+    }
+    crate::handlers::submit_step(
+        context,
+        headers,
+        "probe",
+        Command::Transition {
+            transition: Transition {
+                resource: name.to_string(),
+                generation: 0,
+                phase: Phase::Running,
+                host: Some(keeper.clone()),
+                new_assignment: true,
+                error: (active.len() > 1).then(|| {
+                    format!(
+                        "probe found it active on {}; kept on {keeper}",
+                        active.join(", ")
+                    )
+                }),
+            },
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn set_target(
+    context: &SharedContext,
+    headers: &HeaderMap,
+    name: &str,
+    role: TargetRole,
+) -> Result<(), ApiError> {
+    let state = context.replica.read(Clone::clone).await?;
+    let info = lookup(&state, name)?;
+    let wanted = if role == TargetRole::Started {
+        "started"
+    } else {
+        "stopped"
+    };
+    if info.target != wanted {
+        let change = ConfigChange::SetTargetRole {
+            name: name.to_string(),
+            role,
+        };
+        crate::handlers::submit_step(
+            context,
+            headers,
+            "target-role",
+            Command::Configure { change },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[utoipa::path(post, path = "/api/v1/resources/{name}/start", responses((status = 200, body = ResourceInfo)))]
+pub(crate) async fn start_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    set_target(&context, &headers, &name, TargetRole::Started).await?;
+    context.orchestrator.start(&name).await?;
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &name)?))
+}
+
+#[utoipa::path(post, path = "/api/v1/resources/{name}/stop", responses((status = 200, body = ResourceInfo)))]
+pub(crate) async fn stop_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    set_target(&context, &headers, &name, TargetRole::Stopped).await?;
+    context.orchestrator.stop(&name).await?;
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &name)?))
+}
+
+/// Stops the resource (as `pcs resource delete` does) and removes it.
+#[utoipa::path(delete, path = "/api/v1/resources/{name}", responses((status = 200, body = ResourceInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn delete_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    let state = context.replica.read(Clone::clone).await?;
+    let info = lookup(&state, &name)?;
+    if matches!(state.config.resources[&name].kind, ResourceKind::Vm(_)) {
+        return Err(ApiError::Invalid(format!(
+            "{name} is a vm; use `hafen vm delete`"
+        )));
+    }
+    set_target(&context, &headers, &name, TargetRole::Stopped).await?;
+    context.orchestrator.stop(&name).await?;
+    let change = ConfigChange::RemoveResource { name: name.clone() };
+    crate::handlers::submit_step(&context, &headers, "remove", Command::Configure { change })
+        .await?;
+    Ok(Json(info))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", responses((status = 200, body = Vec<String>)))]
+pub(crate) async fn list_agents(State(context): State<SharedContext>) -> ApiResult<Vec<String>> {
+    match context
+        .orchestrator
+        .local_agent()
+        .handle(AgentRequest::OcfListAgents)
+        .await
+    {
+        AgentAnswer::Agents { agents } => Ok(Json(agents)),
+        AgentAnswer::Failed { error } => Err(ApiError::Failed(error)),
+        other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{agent}", responses((status = 200, body = serde_json::Value), (status = 400, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn agent_info(
+    State(context): State<SharedContext>,
+    Path(agent): Path<String>,
+) -> ApiResult<serde_json::Value> {
+    match context
+        .orchestrator
+        .local_agent()
+        .handle(AgentRequest::OcfMetadata { agent })
+        .await
+    {
+        AgentAnswer::Metadata { metadata } => Ok(Json(metadata)),
+        AgentAnswer::Failed { error } => Err(ApiError::NotFound(error)),
+        other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+    }
+}
