@@ -10,7 +10,6 @@
 
 mod catalog;
 mod metadata;
-mod process;
 mod protocol;
 
 use std::path::PathBuf;
@@ -23,7 +22,7 @@ use hafen_driver_api::fence::{
 };
 use hafen_driver_api::resource::{CapturedOutput, Termination};
 
-use process::{ProcessLimits, ProcessSpec, RunError};
+use hafen_process::{ProcessLimits, ProcessSpec, RunError};
 
 /// Where Debian's `fence-agents` installs its agents.
 pub const DEFAULT_AGENT_DIR: &str = "/usr/sbin";
@@ -157,23 +156,27 @@ impl FenceDriver {
         let environment = self.environment();
         let spec = ProcessSpec {
             program: &program,
-            input,
+            arguments: &[],
+            input: Some(input),
             environment: &environment,
+            working_directory: std::path::Path::new("/"),
             limits: self.limits(timeout_ms, self.config.output_limit_bytes),
         };
-        let finished = process::run(spec).await.map_err(|error| match error {
-            RunError::Spawn(source) => FenceError::Spawn {
-                device: device.name.clone(),
-                agent: device.agent.clone(),
-                action,
-                reason: source.to_string(),
-            },
-            RunError::Unkillable => FenceError::Unkillable {
-                device: device.name.clone(),
-                agent: device.agent.clone(),
-                action,
-            },
-        })?;
+        let finished = hafen_process::run(spec)
+            .await
+            .map_err(|error| match error {
+                RunError::Spawn(source) => FenceError::Spawn {
+                    device: device.name.clone(),
+                    agent: device.agent.clone(),
+                    action,
+                    reason: source.to_string(),
+                },
+                RunError::Unkillable => FenceError::Unkillable {
+                    device: device.name.clone(),
+                    agent: device.agent.clone(),
+                    action,
+                },
+            })?;
         let stderr = scrub(device, finished.stderr);
         let run = AgentRun {
             action,
@@ -413,17 +416,23 @@ impl Fencer for FenceDriver {
         let environment = self.environment();
         let spec = ProcessSpec {
             program: &program,
-            input,
+            arguments: &[],
+            input: Some(input),
             environment: &environment,
+            working_directory: std::path::Path::new("/"),
             limits: self.limits(
                 self.config.metadata_timeout_ms,
                 self.config.metadata_output_limit_bytes,
             ),
         };
-        let finished = process::run(spec).await.map_err(|error| match error {
-            RunError::Spawn(source) => failed(source.to_string()),
-            RunError::Unkillable => failed("the agent did not end after it was killed".to_owned()),
-        })?;
+        let finished = hafen_process::run(spec)
+            .await
+            .map_err(|error| match error {
+                RunError::Spawn(source) => failed(source.to_string()),
+                RunError::Unkillable => {
+                    failed("the agent did not end after it was killed".to_owned())
+                }
+            })?;
         if finished.termination != (Termination::Exited { code: 0 }) {
             let run = AgentRun {
                 action: FenceAction::Metadata,

@@ -9,7 +9,6 @@ mod catalog;
 mod classify;
 mod environment;
 mod metadata;
-mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ pub use classify::{EXIT_REASON_PREFIX, classify_exit_code};
 pub use metadata::parse_duration_ms;
 
 use environment::{Environment, Invocation};
-use process::{ProcessLimits, ProcessSpec, RunError};
+use hafen_process::{ProcessLimits, ProcessSpec, RunError};
 
 /// Where Debian, Pacemaker and the resource-agents project install agents.
 pub const DEFAULT_OCF_ROOT: &str = "/usr/lib/ocf";
@@ -171,22 +170,25 @@ impl OcfDriver {
         let environment: Vec<(String, String)> = run.environment.into_iter().collect();
         let spec = ProcessSpec {
             program: &program,
-            argument: run.action_name,
+            arguments: &[run.action_name],
+            input: None,
             environment: &environment,
             working_directory: state_dir,
             limits: run.limits,
         };
-        let finished = process::run(&spec).await.map_err(|error| match error {
-            RunError::Spawn(source) => OperationError::Spawn {
-                agent: run.agent.clone(),
-                action: run.action,
-                source,
-            },
-            RunError::Unkillable => OperationError::Unkillable {
-                agent: run.agent.clone(),
-                action: run.action,
-            },
-        })?;
+        let finished = hafen_process::run(spec)
+            .await
+            .map_err(|error| match error {
+                RunError::Spawn(source) => OperationError::Spawn {
+                    agent: run.agent.clone(),
+                    action: run.action,
+                    source,
+                },
+                RunError::Unkillable => OperationError::Unkillable {
+                    agent: run.agent.clone(),
+                    action: run.action,
+                },
+            })?;
         Ok(OperationOutcome {
             action: run.action,
             result: classify::classify(finished.termination),

@@ -1,8 +1,9 @@
-//! Runs one fence agent process in its own process group with its arguments on stdin, a deadline that kills the whole group, and a bounded capture of its output.
+//! Runs one agent process (OCF resource agent, fence agent) in its own process group, with a deadline that kills the whole group and a bounded capture of its output.
 //!
-//! Fence agents start helpers (`ipmitool`, `ssh`, `snmpget`); killing only the agent would
-//! leave those running against the device, so each agent leads its own process group and
-//! a timeout signals the group: SIGTERM, a grace period, then SIGKILL.
+//! Agents start helpers (`sleep`, `ip`, `ipmitool`, `ssh`, daemons); killing only the agent
+//! would leave those running, so each agent leads its own process group and a timeout
+//! signals the group: SIGTERM, a grace period, then SIGKILL. Output beyond a limit keeps its
+//! first and last halves, so an agent printing garbage cannot exhaust memory.
 
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
@@ -24,7 +25,7 @@ const UNKILLABLE_AFTER_MS: u64 = 10_000;
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ProcessLimits {
+pub struct ProcessLimits {
     pub timeout_ms: u64,
     pub kill_grace_ms: u64,
     /// Per stream; the first and last halves are kept.
@@ -34,16 +35,20 @@ pub(crate) struct ProcessLimits {
     pub output_drain_ms: u64,
 }
 
-pub(crate) struct ProcessSpec<'a> {
+pub struct ProcessSpec<'a> {
     pub program: &'a Path,
-    /// Written to the agent's stdin, then stdin is closed. Holds secrets: never logged.
-    pub input: Vec<u8>,
+    pub arguments: &'a [&'a str],
+    /// Written to the agent's stdin, then stdin is closed (fence agents read their arguments
+    /// there); `None` gives it an empty stdin. May hold secrets: never logged.
+    pub input: Option<Vec<u8>>,
+    /// The agent gets exactly these variables and nothing of the daemon's environment.
     pub environment: &'a [(String, String)],
+    pub working_directory: &'a Path,
     pub limits: ProcessLimits,
 }
 
 #[derive(Debug)]
-pub(crate) struct Finished {
+pub struct Finished {
     pub termination: Termination,
     pub stdout: CapturedOutput,
     pub stderr: CapturedOutput,
@@ -51,19 +56,24 @@ pub(crate) struct Finished {
 }
 
 #[derive(Debug)]
-pub(crate) enum RunError {
+pub enum RunError {
     Spawn(std::io::Error),
     Unkillable,
 }
 
-pub(crate) async fn run(spec: ProcessSpec<'_>) -> Result<Finished, RunError> {
+pub async fn run(spec: ProcessSpec<'_>) -> Result<Finished, RunError> {
     let limits = spec.limits;
     let mut command = Command::new(spec.program);
     command
         .env_clear()
         .envs(spec.environment.iter().map(|(name, value)| (name, value)))
-        .current_dir("/")
-        .stdin(Stdio::piped())
+        .args(spec.arguments)
+        .current_dir(spec.working_directory)
+        .stdin(if spec.input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -82,8 +92,7 @@ pub(crate) async fn run(spec: ProcessSpec<'_>) -> Result<Finished, RunError> {
     };
     // A separate task, so an agent that never reads its stdin cannot block the deadline;
     // the write fails (broken pipe) once the agent is gone, which ends the task.
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = spec.input;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), spec.input) {
         tokio::spawn(async move {
             let _ = stdin.write_all(&input).await;
             let _ = stdin.shutdown().await;
@@ -111,7 +120,8 @@ pub(crate) async fn run(spec: ProcessSpec<'_>) -> Result<Finished, RunError> {
             }
         }
     };
-    // The leader is reaped: its pid may be reused, so the group is not signalled again.
+    // The leader is reaped: its pid may be reused, so the group is not signalled again (and
+    // processes a successful OCF `start` left behind are the service itself).
     guard.armed = false;
     let drain_deadline = Instant::now() + Duration::from_millis(limits.output_drain_ms);
     streams.pump(None, drain_deadline).await;
