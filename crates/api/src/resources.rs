@@ -216,7 +216,8 @@ async fn probe(
     Ok(())
 }
 
-async fn set_target(
+/// Commits the operator's wanted state, if it changes (one step of a larger request).
+pub(crate) async fn set_target(
     context: &SharedContext,
     headers: &HeaderMap,
     name: &str,

@@ -249,39 +249,13 @@ pub(crate) async fn create_vm(
     Ok(Json(lookup(&state, &request.name)?))
 }
 
-async fn set_target(
-    context: &SharedContext,
-    headers: &HeaderMap,
-    name: &str,
-    role: TargetRole,
-) -> Result<(), ApiError> {
-    let state = context.replica.read(Clone::clone).await?;
-    let info = lookup(&state, name)?;
-    let wanted = match role {
-        TargetRole::Started => "started",
-        TargetRole::Stopped => "stopped",
-    };
-    if info.target != wanted {
-        configure(
-            context,
-            headers,
-            ConfigChange::SetTargetRole {
-                name: name.to_string(),
-                role,
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-
 #[utoipa::path(post, path = "/api/v1/vms/{name}/start", responses((status = 200, body = VmInfo)))]
 pub(crate) async fn start_vm(
     State(context): State<SharedContext>,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<VmInfo> {
-    set_target(&context, &headers, &name, TargetRole::Started).await?;
+    crate::resources::set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.start(&name).await?;
     let state = context.replica.read(Clone::clone).await?;
     Ok(Json(lookup(&state, &name)?))
@@ -293,7 +267,7 @@ pub(crate) async fn stop_vm(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<VmInfo> {
-    set_target(&context, &headers, &name, TargetRole::Stopped).await?;
+    crate::resources::set_target(&context, &headers, &name, TargetRole::Stopped).await?;
     context.orchestrator.stop(&name).await?;
     let state = context.replica.read(Clone::clone).await?;
     Ok(Json(lookup(&state, &name)?))
@@ -305,7 +279,7 @@ pub(crate) async fn restart_vm(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<VmInfo> {
-    set_target(&context, &headers, &name, TargetRole::Started).await?;
+    crate::resources::set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.stop(&name).await?;
     context.orchestrator.start(&name).await?;
     let state = context.replica.read(Clone::clone).await?;
