@@ -114,6 +114,7 @@ pub struct Orchestrator {
     /// Woken whenever a slot is released, for operations queued behind it.
     released: Arc<tokio::sync::Notify>,
     last_attempt: Mutex<BTreeMap<String, Instant>>,
+    fence: hafen_driver_fence::FenceDriver,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -171,6 +172,7 @@ impl Orchestrator {
         local: Arc<Agent>,
         local_name: String,
         liveness: Arc<Liveness>,
+        fence_agent_dirs: Vec<std::path::PathBuf>,
     ) -> Self {
         Self {
             replica,
@@ -181,6 +183,9 @@ impl Orchestrator {
             busy: Mutex::new(BTreeSet::new()),
             released: Arc::new(tokio::sync::Notify::new()),
             last_attempt: Mutex::new(BTreeMap::new()),
+            fence: hafen_driver_fence::FenceDriver::new(
+                hafen_driver_fence::FenceConfig::with_agent_dirs(fence_agent_dirs),
+            ),
         }
     }
 
@@ -510,10 +515,6 @@ impl Orchestrator {
                 error: None,
             })
             .await?;
-        self.last_attempt
-            .lock()
-            .expect("lock poisoned")
-            .insert(name.to_string(), Instant::now());
         let request = Self::start_request(&state, name, generation)?;
         let outcome = self.call(&state, &host, request, START_TIMEOUT).await;
         let (phase, error) = match outcome {
@@ -954,6 +955,10 @@ impl Orchestrator {
         let Ok(state) = self.state().await else {
             return;
         };
+        self.fence_pass(&state).await;
+        let Ok(state) = self.state().await else {
+            return;
+        };
         let alive = self.alive_nodes(&state);
         for name in state.config.resources.keys() {
             if self.busy.lock().expect("busy lock poisoned").contains(name) {
@@ -1026,6 +1031,137 @@ impl Orchestrator {
                 tracing::info!(resource = %name, %error, "planned action failed");
             }
         }
+    }
+
+    /// Suspects members the leader no longer hears from, fences unclean ones through their
+    /// devices (committing the confirmation before anything of theirs starts elsewhere), and
+    /// lets fenced members that answer again rejoin clean. Two members without a witness
+    /// never fence each other automatically (no fence race): status says so.
+    async fn fence_pass(&self, state: &ClusterState) {
+        use hafen_model::fencing::Fencing;
+        let alive = self.alive_nodes(state);
+        let members: Vec<&hafen_model::NodeRecord> = state
+            .nodes
+            .values()
+            .filter(|node| node.role == NodeRole::Member)
+            .collect();
+        let witnesses = state
+            .nodes
+            .values()
+            .filter(|node| node.role == NodeRole::Witness)
+            .count();
+        for node in members.iter().copied() {
+            let name = node.name.to_string();
+            let result = match &node.fencing {
+                Fencing::None if !alive.contains(&name) => {
+                    if members.len() == 2 && witnesses == 0 {
+                        continue;
+                    }
+                    self.commit_command(Command::HostSuspected { name: name.clone() })
+                        .await
+                }
+                Fencing::Unclean { .. } => {
+                    let key = format!("fence:{name}");
+                    let recent = self
+                        .last_attempt
+                        .lock()
+                        .expect("lock poisoned")
+                        .get(&key)
+                        .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
+                    if recent {
+                        continue;
+                    }
+                    self.last_attempt
+                        .lock()
+                        .expect("lock poisoned")
+                        .insert(key, Instant::now());
+                    self.fence_host(state, &name).await.map(|_| ())
+                }
+                Fencing::Fenced { .. } if alive.contains(&name) => {
+                    self.commit_command(Command::HostRejoined { name: name.clone() })
+                        .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(node = %name, %error, "fencing step failed");
+            }
+        }
+    }
+
+    async fn commit_command(&self, command: Command) -> Result<(), OrchestratorError> {
+        let envelope = Envelope {
+            request_id: request_id(),
+            now_ms: now_ms(),
+            command,
+        };
+        match self.replica.write(envelope).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(rejection)) => Err(rejection.into()),
+            Err(error) => Err(OrchestratorError::Unavailable(format!("{error}; retry"))),
+        }
+    }
+
+    /// Powers `name` off through the configured devices (each device a level, tried in
+    /// order) and commits the confirmation. Returns how it was fenced.
+    pub async fn fence_host(
+        &self,
+        state: &ClusterState,
+        name: &str,
+    ) -> Result<String, OrchestratorError> {
+        use hafen_driver_api::fence::{FenceDevice, FenceLevel, Fencer, PowerAction};
+        if state.config.fence_devices.is_empty() {
+            return Err(OrchestratorError::Conflict(format!(
+                "no fence device is configured: confirm with `hafen node confirm-fenced {name}` once {name} is certainly off"
+            )));
+        }
+        let devices: BTreeMap<String, FenceDevice> = state
+            .config
+            .fence_devices
+            .values()
+            .map(|config| {
+                let mut device = FenceDevice::new(&config.name, &config.agent);
+                device.parameters = config.parameters.clone();
+                device.secret_parameters = config.secret_parameters.clone();
+                device.host_map = config.host_map.clone();
+                (config.name.clone(), device)
+            })
+            .collect();
+        let levels: Vec<FenceLevel> = devices
+            .keys()
+            .map(|device| FenceLevel::new(&[device.as_str()]))
+            .collect();
+        let outcome = self
+            .fence
+            .fence(&devices, &levels, name, PowerAction::Off)
+            .await
+            .map_err(|error| {
+                OrchestratorError::Failed(format!("fencing {name} failed: {error}"))
+            })?;
+        let how = format!("device level {}", outcome.level + 1);
+        self.commit_command(Command::HostFenced {
+            name: name.to_string(),
+            how: how.clone(),
+        })
+        .await?;
+        Ok(how)
+    }
+
+    /// Checks a device's parameters against its agent's meta-data.
+    pub async fn check_fence_device(
+        &self,
+        config: &hafen_model::fencing::FenceDeviceConfig,
+    ) -> Result<(), OrchestratorError> {
+        use hafen_driver_api::fence::{FenceDevice, Fencer};
+        let mut device = FenceDevice::new(&config.name, &config.agent);
+        device.parameters = config.parameters.clone();
+        device.secret_parameters = config.secret_parameters.clone();
+        device.host_map = config.host_map.clone();
+        self.fence
+            .check_device(&device)
+            .await
+            .map(|_| ())
+            .map_err(|error| OrchestratorError::Invalid(error.to_string()))
     }
 
     /// Starts unless an operator's operation holds the resource (the next pass retries).

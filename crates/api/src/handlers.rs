@@ -113,10 +113,11 @@ fn node_statuses(context: &SharedContext, state: &ClusterState) -> Vec<NodeStatu
                     NodeRole::Member => "member".to_string(),
                     NodeRole::Witness => "witness".to_string(),
                 },
-                state: if alive {
-                    NodeState::Online
-                } else {
-                    NodeState::Offline
+                state: match &node.fencing {
+                    hafen_model::fencing::Fencing::Fenced { .. } if !alive => NodeState::Fenced,
+                    hafen_model::fencing::Fencing::Unclean { .. } => NodeState::Unclean,
+                    _ if alive => mode,
+                    _ => NodeState::Offline,
                 },
                 leader: raft.leader_id == Some(node.node_id),
                 voter: raft.voters.contains(&node.node_id),
@@ -554,4 +555,137 @@ pub(crate) async fn explain(
 ) -> ApiResult<hafen_api_types::Explanation> {
     let text = context.orchestrator.explain(&resource).await?;
     Ok(Json(hafen_api_types::Explanation { resource, text }))
+}
+
+/// A fence device as `fence-device list` shows it: secret values are never returned.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct FenceDeviceBody {
+    pub name: String,
+    pub agent: String,
+    #[serde(default)]
+    pub parameters: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub secret_parameters: std::collections::BTreeSet<String>,
+    #[serde(default)]
+    pub host_map: std::collections::BTreeMap<String, String>,
+}
+
+fn redacted(device: &hafen_model::fencing::FenceDeviceConfig) -> FenceDeviceBody {
+    let secret = |name: &str| {
+        let lowercase = name.to_ascii_lowercase();
+        device.secret_parameters.contains(name)
+            || lowercase.contains("passw")
+            || lowercase.contains("secret")
+    };
+    FenceDeviceBody {
+        name: device.name.clone(),
+        agent: device.agent.clone(),
+        parameters: device
+            .parameters
+            .iter()
+            .map(|(key, value)| {
+                (
+                    key.clone(),
+                    if secret(key) {
+                        "<redacted>".to_string()
+                    } else {
+                        value.clone()
+                    },
+                )
+            })
+            .collect(),
+        secret_parameters: device.secret_parameters.clone(),
+        host_map: device.host_map.clone(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/fence-devices", request_body = FenceDeviceBody, responses((status = 200, body = FenceDeviceBody), (status = 400, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn add_fence_device(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Json(body): Json<FenceDeviceBody>,
+) -> ApiResult<FenceDeviceBody> {
+    let device = hafen_model::fencing::FenceDeviceConfig {
+        name: body.name,
+        agent: body.agent,
+        parameters: body.parameters,
+        secret_parameters: body.secret_parameters,
+        host_map: body.host_map,
+    };
+    context.orchestrator.check_fence_device(&device).await?;
+    let change = hafen_model::ConfigChange::SetFenceDevice {
+        device: device.clone(),
+    };
+    submit(&context, &headers, Command::Configure { change }).await?;
+    Ok(Json(redacted(&device)))
+}
+
+#[utoipa::path(get, path = "/api/v1/fence-devices", responses((status = 200, body = Vec<FenceDeviceBody>)))]
+pub(crate) async fn list_fence_devices(
+    State(context): State<SharedContext>,
+) -> ApiResult<Vec<FenceDeviceBody>> {
+    let devices = context
+        .replica
+        .read(|state| state.config.fence_devices.values().map(redacted).collect())
+        .await?;
+    Ok(Json(devices))
+}
+
+/// Fences a node now (`hafen node fence`): it is marked unclean, powered off through its
+/// devices, and its resources recover elsewhere once the confirmation is committed.
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/fence", responses((status = 200, body = NodeStatus)))]
+pub(crate) async fn fence_node(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<NodeStatus> {
+    let state = context.replica.read(Clone::clone).await?;
+    let node = state
+        .nodes
+        .values()
+        .find(|node| node.name.as_str() == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))?;
+    if node.node_id == context.local.node_id {
+        return Err(ApiError::Invalid(format!(
+            "{name} serves this request; ask another node to fence it"
+        )));
+    }
+    if node.fencing == hafen_model::fencing::Fencing::None {
+        crate::handlers::submit_step(
+            &context,
+            &headers,
+            "suspect",
+            Command::HostSuspected { name: name.clone() },
+        )
+        .await?;
+    }
+    let state = context.replica.read(Clone::clone).await?;
+    context.orchestrator.fence_host(&state, &name).await?;
+    let state = context.replica.read(Clone::clone).await?;
+    node_statuses(&context, &state)
+        .into_iter()
+        .find(|node| node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+}
+
+/// An operator's word that a node is off (for nodes without a device): its resources may
+/// start elsewhere. Wrong use can run a VM twice; the CLI warns loudly.
+#[utoipa::path(post, path = "/api/v1/nodes/{name}/confirm-fenced", responses((status = 200, body = NodeStatus)))]
+pub(crate) async fn confirm_fenced(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<NodeStatus> {
+    let command = Command::HostFenced {
+        name: name.clone(),
+        how: "operator confirmation".to_string(),
+    };
+    submit(&context, &headers, command).await?;
+    let state = context.replica.read(Clone::clone).await?;
+    node_statuses(&context, &state)
+        .into_iter()
+        .find(|node| node.name == name)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
 }

@@ -93,6 +93,10 @@ pub type SharedContext = Arc<ApiContext>;
         resources::delete_resource,
         resources::list_agents,
         resources::agent_info,
+        handlers::add_fence_device,
+        handlers::list_fence_devices,
+        handlers::fence_node,
+        handlers::confirm_fenced,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -175,6 +179,15 @@ pub fn router(context: SharedContext) -> Router {
         .route("/resources/{name}/start", post(resources::start_resource))
         .route("/resources/{name}/stop", post(resources::stop_resource))
         .route("/agents", get(resources::list_agents))
+        .route(
+            "/fence-devices",
+            get(handlers::list_fence_devices).post(handlers::add_fence_device),
+        )
+        .route("/nodes/{name}/fence", post(handlers::fence_node))
+        .route(
+            "/nodes/{name}/confirm-fenced",
+            post(handlers::confirm_fenced),
+        )
         .route("/agents/{agent}", get(resources::agent_info))
         .layer(axum::middleware::from_fn_with_state(
             context.clone(),

@@ -25,6 +25,7 @@ pub async fn run(cli: crate::Cli) -> anyhow::Result<()> {
         TopCommand::Constraint(command) => constraint(&global, command).await,
         TopCommand::Resource(command) => resource(&global, command).await,
         TopCommand::Agent(command) => agent(&global, command).await,
+        TopCommand::FenceDevice(command) => fence_device(&global, command).await,
         TopCommand::Pool(command) => pool(&global, command).await,
         TopCommand::Template(command) => template(&global, command).await,
         TopCommand::Explain { resource } => {
@@ -303,6 +304,16 @@ async fn node(global: &GlobalArgs, command: NodeCommand) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+        NodeCommand::Fence { name } => print_node(global, &client.fence_node(&name).await?),
+        NodeCommand::ConfirmFenced { name, yes } => {
+            eprintln!(
+                "WARNING: confirming that {name} is fenced lets its resources start elsewhere. If {name} still runs them, they run twice and data may be destroyed."
+            );
+            if !yes {
+                bail!("refusing without --yes: check that {name} is powered off first");
+            }
+            print_node(global, &client.confirm_fenced(&name).await?)
         }
         NodeCommand::Remove { name } => {
             let node = client.remove_node(&name).await?;
@@ -736,6 +747,61 @@ async fn agent(global: &GlobalArgs, command: crate::AgentCommand) -> anyhow::Res
                 print!("{}", output::agent_text(&agent, &metadata));
             }
         }
+    }
+    Ok(())
+}
+
+async fn fence_device(
+    global: &GlobalArgs,
+    command: crate::FenceDeviceCommand,
+) -> anyhow::Result<()> {
+    let client = client(global)?;
+    match command {
+        crate::FenceDeviceCommand::Add {
+            name,
+            agent,
+            parameters,
+            secret,
+            host_map,
+        } => {
+            let mut values = serde_json::Map::new();
+            for parameter in &parameters {
+                let (key, value) = parameter.split_once('=').ok_or_else(|| {
+                    anyhow!(
+                        "parameter {:?} is not name=value",
+                        parameter.split('=').next().unwrap_or("")
+                    )
+                })?;
+                values.insert(
+                    key.to_string(),
+                    serde_json::Value::String(value.to_string()),
+                );
+            }
+            let mut hosts = serde_json::Map::new();
+            for pair in &host_map {
+                let (node, plug) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--host-map {pair:?} is not node=plug"))?;
+                hosts.insert(
+                    node.to_string(),
+                    serde_json::Value::String(plug.to_string()),
+                );
+            }
+            let device = serde_json::json!({
+                "name": name, "agent": agent, "parameters": values,
+                "secret_parameters": secret, "host_map": hosts,
+            });
+            let added = client.add_fence_device(&device).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&added);
+            } else {
+                println!(
+                    "fence device {} added",
+                    added["name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        crate::FenceDeviceCommand::List => print_json(&client.fence_devices().await?),
     }
     Ok(())
 }

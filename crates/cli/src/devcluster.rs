@@ -118,6 +118,8 @@ pub struct NetworkEntry {
 }
 
 const SWITCH_NAMESPACE: &str = "hafen-sw";
+/// The fence agent that powers a namespace host off by killing every process in it.
+const NETNS_FENCE_AGENT: &str = include_str!("../../../contrib/fence/fence_hafen_netns");
 const ROOT_LINK: &str = "hafen-root";
 const SUBNET_PREFIX: &str = "10.213.0";
 const ROOT_ADDRESS: &str = "10.213.0.254";
@@ -212,7 +214,11 @@ async fn up(
         network,
         vms: Vec::new(),
     };
-    let result = start_nodes(&dir, &names, netns, count - witnesses, &mut file).await;
+    install_fence_agent(&dir)?;
+    let mut result = start_nodes(&dir, &names, netns, count - witnesses, &mut file).await;
+    if result.is_ok() && netns {
+        result = configure_netns_fencing(&file).await;
+    }
     // Whatever happened, record what exists so `down` can remove it.
     write_cluster_file(&dir, &file)?;
     result?;
@@ -240,9 +246,10 @@ async fn start_nodes(
         std::fs::write(
             &config_path,
             format!(
-                "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\nrole = \"{}\"\n",
+                "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\nrole = \"{}\"\nfence_agent_dirs = [\"{}\", \"/usr/sbin\"]\n",
                 data_dir.display(),
-                if index < members { "member" } else { "witness" }
+                if index < members { "member" } else { "witness" },
+                dir.join("fence").display()
             ),
         )?;
         let config = hafen_daemon::config::NodeConfig::load(&config_path)?;
@@ -473,6 +480,32 @@ async fn create_demo_vms(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    Ok(())
+}
+
+/// Writes the namespace fence agent where the daemons look for fence agents first.
+fn install_fence_agent(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let agents = dir.join("fence");
+    std::fs::create_dir_all(&agents)?;
+    let path = agents.join("fence_hafen_netns");
+    std::fs::write(&path, NETNS_FENCE_AGENT)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Every namespace host is fenced by killing every process in its namespace (power off).
+async fn configure_netns_fencing(file: &ClusterFile) -> anyhow::Result<()> {
+    let credentials = Credentials::load(&file.credentials_file)?;
+    let client = Client::new(
+        credentials.servers.clone(),
+        &credentials.ca_pem,
+        Some(credentials.token.clone()),
+    )?;
+    client
+        .add_fence_device(&serde_json::json!({"name": "netns", "agent": "fence_hafen_netns"}))
+        .await
+        .context("configuring the namespace fence device")?;
     Ok(())
 }
 

@@ -74,6 +74,9 @@ pub enum TopCommand {
     /// Cluster resources (today VMs; OCF agents come next).
     #[command(subcommand)]
     Resource(ResourceCommand),
+    /// Fence devices (standard fence agents).
+    #[command(subcommand, name = "fence-device")]
+    FenceDevice(FenceDeviceCommand),
     /// Resource agents (OCF).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -332,6 +335,37 @@ pub enum NodeCommand {
     Evacuate {
         name: String,
     },
+    /// Power a node off through its fence devices now; its resources recover elsewhere.
+    Fence {
+        name: String,
+    },
+    /// Declare a node off without a device (DANGEROUS if it is not): its resources recover elsewhere.
+    ConfirmFenced {
+        name: String,
+        /// Confirms you have checked the node is powered off.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FenceDeviceCommand {
+    /// Add a fence device: `fence-device add ipmi1 --agent fence_ipmilan ip=10.0.0.9 username=admin password=x --secret password`.
+    Add {
+        name: String,
+        #[arg(long)]
+        agent: String,
+        /// Agent parameters as `name=value`.
+        parameters: Vec<String>,
+        /// Parameters whose values are secrets (also any name containing passw/secret).
+        #[arg(long)]
+        secret: Vec<String>,
+        /// `node=plug` pairs; a node not listed is its own plug.
+        #[arg(long, value_delimiter = ',')]
+        host_map: Vec<String>,
+    },
+    /// Configured devices (secrets redacted).
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -553,6 +553,36 @@ impl Client {
         .await
     }
 
+    pub async fn add_fence_device(
+        &self,
+        device: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::POST, "/api/v1/fence-devices", Some(device.clone()))
+            .await
+    }
+
+    pub async fn fence_devices(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/api/v1/fence-devices", None).await
+    }
+
+    pub async fn fence_node(&self, name: &str) -> Result<NodeStatus, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/nodes/{}/fence", encode(name)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn confirm_fenced(&self, name: &str) -> Result<NodeStatus, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/nodes/{}/confirm-fenced", encode(name)),
+            None,
+        )
+        .await
+    }
+
     /// The raw OpenAPI document.
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/api/openapi.json", None).await

@@ -34,10 +34,17 @@ pub struct NodeConfig {
     /// `member` (default) or `witness`; only read by `cluster init` and `cluster join`.
     #[serde(default = "default_role")]
     pub role: String,
+    /// Where fence agents (`fence_*`) are looked up, in order.
+    #[serde(default = "default_fence_agent_dirs")]
+    pub fence_agent_dirs: Vec<PathBuf>,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+fn default_fence_agent_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("/usr/sbin")]
 }
 
 fn default_role() -> String {

@@ -78,6 +78,7 @@ pub async fn run(
         agent,
         node.name.clone(),
         liveness.clone(),
+        config.fence_agent_dirs.clone(),
     ));
     let context = Arc::new(ApiContext {
         replica: replica.clone(),

@@ -46,6 +46,12 @@ pub enum Command {
     },
     /// Removes a node from the cluster.
     RemoveNode { name: String },
+    /// The leader stopped hearing from a node: it is unclean until fenced.
+    HostSuspected { name: String },
+    /// A node is confirmed off (`how`: the device, or an operator's confirmation).
+    HostFenced { name: String, how: String },
+    /// A fenced node answers again; it starts clean and takes work from the leader.
+    HostRejoined { name: String },
     /// Forgets a resource's failures (`resource cleanup`): fail counts and last error.
     CleanupResource { name: String },
     /// An operator sets a node online, in standby or in maintenance.
@@ -74,6 +80,9 @@ impl Command {
             Command::Transition { .. } => "transition",
             Command::SetNodeMode { .. } => "set-node-mode",
             Command::CleanupResource { .. } => "cleanup-resource",
+            Command::HostSuspected { .. } => "host-suspected",
+            Command::HostFenced { .. } => "host-fenced",
+            Command::HostRejoined { .. } => "host-rejoined",
             Command::Noop => "noop",
         }
     }

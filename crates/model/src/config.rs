@@ -8,6 +8,7 @@ use crate::resource::{
     LocationConstraint, PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig,
     VmBoot,
 };
+use crate::validate::name;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -25,6 +26,8 @@ pub struct ClusterConfig {
     /// Location constraints by id.
     #[serde(default)]
     pub constraints: BTreeMap<String, LocationConstraint>,
+    #[serde(default)]
+    pub fence_devices: BTreeMap<String, crate::fencing::FenceDeviceConfig>,
 }
 
 /// Why a configuration change is refused.
@@ -74,6 +77,12 @@ pub enum ConfigChange {
     RemoveConstraint {
         id: String,
     },
+    SetFenceDevice {
+        device: crate::fencing::FenceDeviceConfig,
+    },
+    RemoveFenceDevice {
+        name: String,
+    },
 }
 
 impl ConfigChange {
@@ -98,6 +107,10 @@ impl ConfigChange {
                 constraint.id, constraint.resource, constraint.host, constraint.score
             ),
             ConfigChange::RemoveConstraint { id } => format!("remove constraint {id}"),
+            ConfigChange::SetFenceDevice { device } => {
+                format!("fence device {} ({})", device.name, device.agent)
+            }
+            ConfigChange::RemoveFenceDevice { name } => format!("remove fence device {name}"),
         }
     }
 }
@@ -169,6 +182,30 @@ impl ClusterConfig {
             ConfigChange::RemoveConstraint { id } => {
                 if next.constraints.remove(id).is_none() {
                     return Err(ConfigError::NotFound(format!("no constraint with id {id}")));
+                }
+            }
+            ConfigChange::SetFenceDevice { device } => {
+                name("fence device name", &device.name)?;
+                let agent_ok = device.agent.starts_with("fence_")
+                    && device.agent.len() <= 64
+                    && device
+                        .agent
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !agent_ok {
+                    return Err(ConfigError::Invalid(format!(
+                        "fence device {}: agent {:?} must be a fence_* program name",
+                        device.name, device.agent
+                    )));
+                }
+                next.fence_devices
+                    .insert(device.name.clone(), device.clone());
+            }
+            ConfigChange::RemoveFenceDevice { name: device } => {
+                if next.fence_devices.remove(device).is_none() {
+                    return Err(ConfigError::NotFound(format!(
+                        "no fence device named {device}"
+                    )));
                 }
             }
             ConfigChange::SetTargetRole { name, role } => {

@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod config;
+pub mod fencing;
 pub mod membership;
 pub mod names;
 pub mod placement;

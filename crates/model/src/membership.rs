@@ -69,6 +69,7 @@ mod tests {
             role,
             joined_ms: 0,
             mode: crate::state::NodeMode::Online,
+            fencing: crate::fencing::Fencing::None,
         }
     }
 

@@ -44,6 +44,12 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
         .map(|node| Host {
             name: node.name.to_string(),
             state: match (alive.contains(node.name.as_str()), node.mode) {
+                _ if matches!(node.fencing, crate::fencing::Fencing::Fenced { .. }) => {
+                    HostState::Fenced
+                }
+                _ if matches!(node.fencing, crate::fencing::Fencing::Unclean { .. }) => {
+                    HostState::Unclean
+                }
                 (false, _) => HostState::Unclean,
                 (true, NodeMode::Online) => HostState::Online,
                 (true, NodeMode::Standby) => HostState::Standby,
@@ -153,6 +159,7 @@ mod tests {
                     role,
                     joined_ms: 0,
                     mode: NodeMode::Online,
+                    fencing: crate::fencing::Fencing::None,
                 },
             );
         }

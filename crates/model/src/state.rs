@@ -83,6 +83,8 @@ pub struct NodeRecord {
     pub joined_ms: u64,
     #[serde(default)]
     pub mode: NodeMode,
+    #[serde(default)]
+    pub fencing: crate::fencing::Fencing,
 }
 
 /// The public facts of a node, as command outcomes report them.
@@ -249,6 +251,70 @@ impl ClusterState {
                 Ok(self.commit_config(next, change.summary(), envelope))
             }
             Command::Transition { transition } => self.transition(transition, now_ms),
+            Command::HostSuspected { name } => {
+                let node = self.node_mut(name)?;
+                if node.fencing != crate::fencing::Fencing::None {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} is already {}",
+                        node.fencing.name()
+                    )));
+                }
+                node.fencing = crate::fencing::Fencing::Unclean { since_ms: now_ms };
+                self.event(
+                    now_ms,
+                    "fencing",
+                    format!("node {name} stopped answering: unclean, to be fenced"),
+                );
+                Ok(Outcome::Done)
+            }
+            Command::HostFenced { name, how } => {
+                let node = self.node_mut(name)?;
+                if matches!(node.fencing, crate::fencing::Fencing::Fenced { .. }) {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} is already fenced"
+                    )));
+                }
+                node.fencing = crate::fencing::Fencing::Fenced {
+                    how: how.clone(),
+                    at_ms: now_ms,
+                };
+                // Confirmed off: nothing of it runs any more, so its resources may start elsewhere.
+                let mut released = Vec::new();
+                for (resource, runtime) in self.runtime.iter_mut() {
+                    if runtime.host.as_deref() == Some(name.as_str()) {
+                        runtime.phase = Phase::Stopped;
+                        runtime.host = None;
+                        runtime.last_error = Some(format!("host {name} was fenced"));
+                        released.push(resource.clone());
+                    }
+                }
+                self.event(
+                    now_ms,
+                    "fencing",
+                    format!(
+                        "node {name} fenced ({how}); released: {}",
+                        if released.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            released.join(", ")
+                        }
+                    ),
+                );
+                Ok(Outcome::Done)
+            }
+            Command::HostRejoined { name } => {
+                let node = self.node_mut(name)?;
+                if !matches!(node.fencing, crate::fencing::Fencing::Fenced { .. }) {
+                    return Err(Rejection::Conflict(format!("node {name} was not fenced")));
+                }
+                node.fencing = crate::fencing::Fencing::None;
+                self.event(
+                    now_ms,
+                    "fencing",
+                    format!("node {name} rejoined after fencing; it starts clean"),
+                );
+                Ok(Outcome::Done)
+            }
             Command::CleanupResource { name } => {
                 if !self.config.resources.contains_key(name) {
                     return Err(Rejection::NotFound(format!("no resource named {name}")));
@@ -401,6 +467,13 @@ impl ClusterState {
         Ok(Outcome::Transitioned { generation })
     }
 
+    fn node_mut(&mut self, name: &str) -> Result<&mut NodeRecord, Rejection> {
+        self.nodes
+            .values_mut()
+            .find(|node| node.name.as_str() == name)
+            .ok_or_else(|| Rejection::NotFound(format!("no node named {name}")))
+    }
+
     fn check_join_token(
         &self,
         token_id: &str,
@@ -459,6 +532,7 @@ impl ClusterState {
             role: node.role,
             joined_ms: now_ms,
             mode: NodeMode::Online,
+            fencing: crate::fencing::Fencing::None,
         })
     }
 

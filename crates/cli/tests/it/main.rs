@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod fencing;
 mod ocf;
 mod support;
 mod vms;
