@@ -1039,6 +1039,14 @@ impl Orchestrator {
     /// never fence each other automatically (no fence race): status says so.
     async fn fence_pass(&self, state: &ClusterState) {
         use hafen_model::fencing::Fencing;
+        // stonith-enabled=false: nobody is suspected or fenced, so nothing is recovered either
+        // (unlike Pacemaker, hafen never recovers without fencing).
+        if matches!(
+            state.config.property("stonith-enabled"),
+            Ok(hafen_model::PropertyValue::Bool(false))
+        ) {
+            return;
+        }
         let alive = self.alive_nodes(state);
         let members: Vec<&hafen_model::NodeRecord> = state
             .nodes
@@ -1058,6 +1066,14 @@ impl Orchestrator {
                         continue;
                     }
                     self.commit_command(Command::HostSuspected { name: name.clone() })
+                        .await
+                }
+                // Without a device there is nothing to race: a node that answers again was never
+                // replaced (I2), so its suspicion is cleared. With a device it is fenced anyway.
+                Fencing::Unclean { .. }
+                    if alive.contains(&name) && state.config.fence_devices.is_empty() =>
+                {
+                    self.commit_command(Command::HostRejoined { name: name.clone() })
                         .await
                 }
                 Fencing::Unclean { .. } => {

@@ -14,6 +14,7 @@ pub async fn heartbeat_loop(
     liveness: Arc<Liveness>,
     name: String,
     interval: Duration,
+    request_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let body = serde_json::to_vec(&Heartbeat {
@@ -36,13 +37,14 @@ pub async fn heartbeat_loop(
         let Some((_, leader)) = replica.leader() else {
             continue;
         };
-        // Bounded by the interval so a dead leader never stalls the next beat.
+        // Bounded so a dead leader cannot stall the beats for long, yet generous enough that a
+        // loaded machine's slow answer still counts: any beat within node_timeout keeps us alive.
         if let Err(error) = peer
             .post(
                 &leader.address,
                 "/internal/heartbeat",
                 body.clone(),
-                interval,
+                request_timeout,
             )
             .await
         {

@@ -128,6 +128,7 @@ pub async fn run(
             liveness,
             node.name.clone(),
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
+            Duration::from_millis(config.timeouts.node_timeout_ms / 2),
             stopped.clone(),
         )),
     ];

@@ -66,7 +66,7 @@ pub const PROPERTIES: &[PropertyDef] = &[
         key: "stonith-enabled",
         kind: PropertyKind::Bool,
         default: "true",
-        description: "whether unresponsive hosts are fenced before their resources recover",
+        description: "whether unresponsive hosts are fenced; when false nothing is fenced and nothing of an unresponsive host recovers",
     },
     PropertyDef {
         key: "no-quorum-policy",

@@ -304,15 +304,21 @@ impl ClusterState {
             }
             Command::HostRejoined { name } => {
                 let node = self.node_mut(name)?;
-                if !matches!(node.fencing, crate::fencing::Fencing::Fenced { .. }) {
-                    return Err(Rejection::Conflict(format!("node {name} was not fenced")));
+                // Fenced: it starts clean. Unclean: it answered again before it was fenced, so
+                // nothing of it was started elsewhere (I2) and it keeps what it runs.
+                let was = node.fencing.name();
+                if node.fencing == crate::fencing::Fencing::None {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} is neither unclean nor fenced"
+                    )));
                 }
                 node.fencing = crate::fencing::Fencing::None;
-                self.event(
-                    now_ms,
-                    "fencing",
-                    format!("node {name} rejoined after fencing; it starts clean"),
-                );
+                let message = if was == "fenced" {
+                    format!("node {name} rejoined after fencing; it starts clean")
+                } else {
+                    format!("node {name} answers again before it was fenced; suspicion cleared")
+                };
+                self.event(now_ms, "fencing", message);
                 Ok(Outcome::Done)
             }
             Command::CleanupResource { name } => {
