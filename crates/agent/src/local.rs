@@ -220,33 +220,6 @@ impl Agent {
         }
     }
 
-    /// Adopts every VM left running by an earlier daemon on this node, so it is managed again.
-    pub async fn adopt_all(&self, pools: &Pools) -> Result<Vec<String>, AgentError> {
-        let driver = self.driver(pools).await?;
-        let names = driver
-            .list()
-            .await
-            .map_err(|error| AgentError::Driver(error.to_string()))?;
-        for name in &names {
-            if let Err(error) = driver.adopt(name).await {
-                tracing::warn!(vm = %name, %error, "adoption failed");
-            }
-        }
-        Ok(names)
-    }
-
-    /// Kills every VM of this node at once (self-fencing); needs no adoption.
-    pub async fn kill_all(&self, pools: &Pools) -> Vec<String> {
-        let Ok(driver) = self.driver(pools).await else {
-            return Vec::new();
-        };
-        let names = driver.list().await.unwrap_or_default();
-        for name in &names {
-            let _ = driver.kill(name).await;
-        }
-        names
-    }
-
     /// Performs one request; failures come back as [`AgentAnswer::Failed`] naming the cause.
     pub async fn handle(&self, request: AgentRequest) -> AgentAnswer {
         match self.perform(request).await {

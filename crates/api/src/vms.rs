@@ -16,7 +16,6 @@ use hafen_model::resource::{
     VmNic,
 };
 use hafen_model::{ClusterState, Command};
-use std::time::Duration;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -460,10 +459,6 @@ pub(crate) async fn agent(
 ) -> Json<AgentAnswer> {
     Json(context.orchestrator.local_agent().handle(request).await)
 }
-
-/// How long the API waits for a start or migration before answering anyway.
-#[allow(dead_code)]
-pub(crate) const LIFECYCLE_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn constraint_info(
     constraint: &hafen_model::resource::LocationConstraint,
