@@ -1163,6 +1163,32 @@ impl Orchestrator {
         Ok(how)
     }
 
+    /// Asks a device whether `node` is powered on (`fence-device test`); changes nothing.
+    pub async fn test_fence_device(
+        &self,
+        state: &ClusterState,
+        device: &str,
+        node: &str,
+    ) -> Result<String, OrchestratorError> {
+        use hafen_driver_api::fence::{FenceDevice, Fencer};
+        let config = state.config.fence_devices.get(device).ok_or_else(|| {
+            OrchestratorError::NotFound(format!("no fence device named {device}"))
+        })?;
+        if !state.nodes.keys().any(|name| name.as_str() == node) {
+            return Err(OrchestratorError::NotFound(format!("no node named {node}")));
+        }
+        let mut target = FenceDevice::new(&config.name, &config.agent);
+        target.parameters = config.parameters.clone();
+        target.secret_parameters = config.secret_parameters.clone();
+        target.host_map = config.host_map.clone();
+        let power = self.fence.status(&target, node).await.map_err(|error| {
+            OrchestratorError::Failed(format!(
+                "fence device {device} cannot tell the power of {node}: {error}"
+            ))
+        })?;
+        Ok(power.to_string())
+    }
+
     /// Checks a device's parameters against its agent's meta-data.
     pub async fn check_fence_device(
         &self,

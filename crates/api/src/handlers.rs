@@ -689,3 +689,35 @@ pub(crate) async fn confirm_fenced(
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub(crate) struct FenceTestBody {
+    pub node: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct FenceTestResult {
+    pub device: String,
+    pub node: String,
+    /// As the device reports it: `on`, `off` (or `unknown`).
+    pub power: String,
+}
+
+/// `fence-device test`: asks the device for a node's power state; fences nothing.
+#[utoipa::path(post, path = "/api/v1/fence-devices/{name}/test", request_body = FenceTestBody, responses((status = 200, body = FenceTestResult), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn test_fence_device(
+    State(context): State<SharedContext>,
+    Path(name): Path<String>,
+    Json(body): Json<FenceTestBody>,
+) -> ApiResult<FenceTestResult> {
+    let state = context.replica.read(Clone::clone).await?;
+    let power = context
+        .orchestrator
+        .test_fence_device(&state, &name, &body.node)
+        .await?;
+    Ok(Json(FenceTestResult {
+        device: name,
+        node: body.node,
+        power,
+    }))
+}

@@ -97,6 +97,7 @@ pub type SharedContext = Arc<ApiContext>;
         handlers::list_fence_devices,
         handlers::fence_node,
         handlers::confirm_fenced,
+        handlers::test_fence_device,
     ),
     components(schemas(hafen_api_types::ErrorBody)),
     modifiers(&BearerAuth)
@@ -184,6 +185,10 @@ pub fn router(context: SharedContext) -> Router {
             get(handlers::list_fence_devices).post(handlers::add_fence_device),
         )
         .route("/nodes/{name}/fence", post(handlers::fence_node))
+        .route(
+            "/fence-devices/{name}/test",
+            post(handlers::test_fence_device),
+        )
         .route(
             "/nodes/{name}/confirm-fenced",
             post(handlers::confirm_fenced),

@@ -802,6 +802,17 @@ async fn fence_device(
             }
         }
         crate::FenceDeviceCommand::List => print_json(&client.fence_devices().await?),
+        crate::FenceDeviceCommand::Test { name, node } => {
+            let result = client.test_fence_device(&name, &node).await?;
+            if global.output == OutputFormat::Json {
+                print_json(&result);
+            } else {
+                println!(
+                    "{name} reports {node} powered {}",
+                    result["power"].as_str().unwrap_or("unknown")
+                );
+            }
+        }
     }
     Ok(())
 }

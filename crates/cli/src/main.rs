@@ -366,6 +366,12 @@ pub enum FenceDeviceCommand {
     },
     /// Configured devices (secrets redacted).
     List,
+    /// Ask a device for a node's power state (fences nothing).
+    Test {
+        name: String,
+        #[arg(long)]
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -565,6 +565,20 @@ impl Client {
         self.call(Method::GET, "/api/v1/fence-devices", None).await
     }
 
+    pub async fn test_fence_device(
+        &self,
+        device: &str,
+        node: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "node": node });
+        self.call(
+            Method::POST,
+            &format!("/api/v1/fence-devices/{}/test", encode(device)),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn fence_node(&self, name: &str) -> Result<NodeStatus, ClientError> {
         self.call(
             Method::POST,

@@ -67,6 +67,10 @@ fn a_powered_off_host_is_fenced_then_its_vm_and_resource_recover_elsewhere() {
     let web = runtime.block_on(client.add_resource(&dummy)).unwrap();
     assert_eq!(web.node.as_deref(), Some(host.as_str()));
 
+    let tested = runtime
+        .block_on(client.test_fence_device("netns", &host))
+        .unwrap();
+    assert_eq!(tested["power"], "on", "{tested}");
     let killed = Instant::now();
     power_off(&format!("hafen-{host}"));
     let fenced_after = runtime.block_on(eventually(
@@ -94,6 +98,10 @@ fn a_powered_off_host_is_fenced_then_its_vm_and_resource_recover_elsewhere() {
             .then(|| (killed.elapsed(), vm.node.unwrap()))
         },
     ));
+    let tested = runtime
+        .block_on(client.test_fence_device("netns", &host))
+        .unwrap();
+    assert_eq!(tested["power"], "off", "{tested}");
     let answering = runtime.block_on(eventually(
         "the guest to answer from its new host",
         Duration::from_secs(120),
