@@ -115,6 +115,7 @@ pub struct Orchestrator {
     released: Arc<tokio::sync::Notify>,
     last_attempt: Mutex<BTreeMap<String, Instant>>,
     fence: hafen_driver_fence::FenceDriver,
+    proposals: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -150,21 +151,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn request_id() -> String {
-    format!(
-        "orchestrator-{}-{}",
-        now_ms(),
-        std::process::id() ^ rand_suffix()
-    )
-}
-
-fn rand_suffix() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_ms());
-    hasher.finish() as u32
-}
-
 impl Orchestrator {
     pub fn new(
         replica: Replica,
@@ -183,6 +169,7 @@ impl Orchestrator {
             busy: Mutex::new(BTreeSet::new()),
             released: Arc::new(tokio::sync::Notify::new()),
             last_attempt: Mutex::new(BTreeMap::new()),
+            proposals: std::sync::atomic::AtomicU64::new(0),
             fence: hafen_driver_fence::FenceDriver::new(
                 hafen_driver_fence::FenceConfig::with_agent_dirs(fence_agent_dirs),
             ),
@@ -294,19 +281,30 @@ impl Orchestrator {
             .map_err(|error| OrchestratorError::NotFound(error.to_string()))
     }
 
-    async fn commit(&self, transition: Transition) -> Result<u64, OrchestratorError> {
+    /// The one way the orchestrator writes: a fresh request id (this node's name and a
+    /// counter, unique in the cluster), the leader's clock, the replicas' verdict.
+    async fn propose(&self, command: Command) -> Result<hafen_model::Outcome, OrchestratorError> {
+        let sequence = self
+            .proposals
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let envelope = Envelope {
-            request_id: request_id(),
+            request_id: format!("orchestrator-{}-{}-{sequence}", self.local_name, now_ms()),
             now_ms: now_ms(),
-            command: Command::Transition { transition },
+            command,
         };
         match self.replica.write(envelope).await {
-            Ok(Ok(hafen_model::Outcome::Transitioned { generation })) => Ok(generation),
-            Ok(Ok(other)) => Err(OrchestratorError::Unavailable(format!(
-                "unexpected outcome {other:?}"
-            ))),
+            Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(rejection)) => Err(rejection.into()),
             Err(error) => Err(OrchestratorError::Unavailable(format!("{error}; retry"))),
+        }
+    }
+
+    async fn commit(&self, transition: Transition) -> Result<u64, OrchestratorError> {
+        match self.propose(Command::Transition { transition }).await? {
+            hafen_model::Outcome::Transitioned { generation } => Ok(generation),
+            other => Err(OrchestratorError::Unavailable(format!(
+                "unexpected outcome {other:?}"
+            ))),
         }
     }
 
@@ -685,18 +683,7 @@ impl Orchestrator {
             })
             .collect();
         for command in record {
-            let envelope = Envelope {
-                request_id: request_id(),
-                now_ms: now_ms(),
-                command,
-            };
-            match self.replica.write(envelope).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(rejection)) => return Err(rejection.into()),
-                Err(error) => {
-                    return Err(OrchestratorError::Unavailable(format!("{error}; retry")));
-                }
-            }
+            self.commit_command(command).await?;
         }
         let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
@@ -801,13 +788,7 @@ impl Orchestrator {
                 // The move did not happen: its constraint must not make the reconciler try again.
                 for id in recorded {
                     let change = hafen_model::ConfigChange::RemoveConstraint { id };
-                    let command = Command::Configure { change };
-                    let envelope = Envelope {
-                        request_id: request_id(),
-                        now_ms: now_ms(),
-                        command,
-                    };
-                    let _ = self.replica.write(envelope).await;
+                    let _ = self.commit_command(Command::Configure { change }).await;
                 }
                 Err(OrchestratorError::Failed(format!(
                     "migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}"
@@ -1106,16 +1087,7 @@ impl Orchestrator {
     }
 
     async fn commit_command(&self, command: Command) -> Result<(), OrchestratorError> {
-        let envelope = Envelope {
-            request_id: request_id(),
-            now_ms: now_ms(),
-            command,
-        };
-        match self.replica.write(envelope).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(rejection)) => Err(rejection.into()),
-            Err(error) => Err(OrchestratorError::Unavailable(format!("{error}; retry"))),
-        }
+        self.propose(command).await.map(|_| ())
     }
 
     /// Powers `name` off through the configured devices (each device a level, tried in
@@ -1135,13 +1107,7 @@ impl Orchestrator {
             .config
             .fence_devices
             .values()
-            .map(|config| {
-                let mut device = FenceDevice::new(&config.name, &config.agent);
-                device.parameters = config.parameters.clone();
-                device.secret_parameters = config.secret_parameters.clone();
-                device.host_map = config.host_map.clone();
-                (config.name.clone(), device)
-            })
+            .map(|config| (config.name.clone(), fence_device(config)))
             .collect();
         let levels: Vec<FenceLevel> = devices
             .keys()
@@ -1170,22 +1136,22 @@ impl Orchestrator {
         device: &str,
         node: &str,
     ) -> Result<String, OrchestratorError> {
-        use hafen_driver_api::fence::{FenceDevice, Fencer};
+        use hafen_driver_api::fence::Fencer;
         let config = state.config.fence_devices.get(device).ok_or_else(|| {
             OrchestratorError::NotFound(format!("no fence device named {device}"))
         })?;
         if !state.nodes.keys().any(|name| name.as_str() == node) {
             return Err(OrchestratorError::NotFound(format!("no node named {node}")));
         }
-        let mut target = FenceDevice::new(&config.name, &config.agent);
-        target.parameters = config.parameters.clone();
-        target.secret_parameters = config.secret_parameters.clone();
-        target.host_map = config.host_map.clone();
-        let power = self.fence.status(&target, node).await.map_err(|error| {
-            OrchestratorError::Failed(format!(
-                "fence device {device} cannot tell the power of {node}: {error}"
-            ))
-        })?;
+        let power = self
+            .fence
+            .status(&fence_device(config), node)
+            .await
+            .map_err(|error| {
+                OrchestratorError::Failed(format!(
+                    "fence device {device} cannot tell the power of {node}: {error}"
+                ))
+            })?;
         Ok(power.to_string())
     }
 
@@ -1194,13 +1160,9 @@ impl Orchestrator {
         &self,
         config: &hafen_model::fencing::FenceDeviceConfig,
     ) -> Result<(), OrchestratorError> {
-        use hafen_driver_api::fence::{FenceDevice, Fencer};
-        let mut device = FenceDevice::new(&config.name, &config.agent);
-        device.parameters = config.parameters.clone();
-        device.secret_parameters = config.secret_parameters.clone();
-        device.host_map = config.host_map.clone();
+        use hafen_driver_api::fence::Fencer;
         self.fence
-            .check_device(&device)
+            .check_device(&fence_device(config))
             .await
             .map(|_| ())
             .map_err(|error| OrchestratorError::Invalid(error.to_string()))
@@ -1295,4 +1257,15 @@ impl Orchestrator {
         .await
         .map(|_| ())
     }
+}
+
+/// The driver's view of a configured fence device.
+fn fence_device(
+    config: &hafen_model::fencing::FenceDeviceConfig,
+) -> hafen_driver_api::fence::FenceDevice {
+    let mut device = hafen_driver_api::fence::FenceDevice::new(&config.name, &config.agent);
+    device.parameters = config.parameters.clone();
+    device.secret_parameters = config.secret_parameters.clone();
+    device.host_map = config.host_map.clone();
+    device
 }

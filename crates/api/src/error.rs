@@ -55,6 +55,16 @@ impl From<Rejection> for ApiError {
     }
 }
 
+impl From<hafen_model::ConfigError> for ApiError {
+    fn from(error: hafen_model::ConfigError) -> Self {
+        match error {
+            hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
+            hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl From<hafen_store::WriteError> for ApiError {
     fn from(error: hafen_store::WriteError) -> Self {
         match error {

@@ -132,6 +132,18 @@ fn node_statuses(context: &SharedContext, state: &ClusterState) -> Vec<NodeStatu
         .collect()
 }
 
+/// One node's status, or the refusal naming it.
+fn node_status(
+    context: &SharedContext,
+    state: &ClusterState,
+    name: &str,
+) -> Result<NodeStatus, ApiError> {
+    node_statuses(context, state)
+        .into_iter()
+        .find(|node| node.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+}
+
 fn warnings(state: &ClusterState, nodes: &[NodeStatus]) -> Vec<String> {
     let mut warnings = Vec::new();
     let members = nodes.iter().filter(|node| node.role == "member").count();
@@ -225,11 +237,7 @@ pub(crate) async fn show_node(
     Path(name): Path<String>,
 ) -> ApiResult<NodeStatus> {
     let state = context.replica.read(Clone::clone).await?;
-    node_statuses(&context, &state)
-        .into_iter()
-        .find(|node| node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+    node_status(&context, &state, &name).map(Json)
 }
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{name}", responses((status = 200, body = NodeStatus), (status = 404, body = hafen_api_types::ErrorBody)))]
@@ -541,11 +549,7 @@ pub(crate) async fn set_node_mode(
     )
     .await?;
     let state = context.replica.read(Clone::clone).await?;
-    node_statuses(&context, &state)
-        .into_iter()
-        .find(|node| node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+    node_status(&context, &state, &name).map(Json)
 }
 
 #[utoipa::path(get, path = "/api/v1/explain/{resource}", responses((status = 200, body = hafen_api_types::Explanation), (status = 404, body = hafen_api_types::ErrorBody)))]
@@ -662,11 +666,7 @@ pub(crate) async fn fence_node(
     let state = context.replica.read(Clone::clone).await?;
     context.orchestrator.fence_host(&state, &name).await?;
     let state = context.replica.read(Clone::clone).await?;
-    node_statuses(&context, &state)
-        .into_iter()
-        .find(|node| node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+    node_status(&context, &state, &name).map(Json)
 }
 
 /// An operator's word that a node is off (for nodes without a device): its resources may
@@ -683,11 +683,7 @@ pub(crate) async fn confirm_fenced(
     };
     submit(&context, &headers, command).await?;
     let state = context.replica.read(Clone::clone).await?;
-    node_statuses(&context, &state)
-        .into_iter()
-        .find(|node| node.name == name)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no node named {name}")))
+    node_status(&context, &state, &name).map(Json)
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

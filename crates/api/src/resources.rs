@@ -99,14 +99,7 @@ pub(crate) async fn add_resource(
     };
     let state = context.replica.read(Clone::clone).await?;
     let change = ConfigChange::AddResource { resource };
-    state
-        .config
-        .with_change(&change)
-        .map_err(|error| match error {
-            hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
-            hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
-            other => ApiError::Invalid(other.to_string()),
-        })?;
+    state.config.with_change(&change)?;
     let agent = context.orchestrator.local_agent();
     agent_failure(
         agent

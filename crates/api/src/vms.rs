@@ -190,14 +190,7 @@ pub(crate) async fn create_vm(
         resource: resource.clone(),
     };
     // Validate the whole change before anything is created on disk.
-    state
-        .config
-        .with_change(&change)
-        .map_err(|error| match error {
-            hafen_model::ConfigError::NotFound(message) => ApiError::NotFound(message),
-            hafen_model::ConfigError::Conflict(message) => ApiError::Conflict(message),
-            other => ApiError::Invalid(other.to_string()),
-        })?;
+    state.config.with_change(&change)?;
     for file in hafen_model::ClusterConfig::boot_files(&boot) {
         if !std::path::Path::new(file).exists() {
             return Err(ApiError::Invalid(format!(
