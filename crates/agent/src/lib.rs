@@ -2,10 +2,12 @@
 //!
 //! - [`local::Agent`] runs on every node: it turns model VM configurations into driver
 //!   specs and drives the local hypervisor (start, stop, kill, status, migration halves,
-//!   volumes). It refuses work for an assignment older than one it has seen.
+//!   volumes). It refuses work for an assignment older than one it has seen, and starts
+//!   nothing without a [`lease::Lease`]; when the lease lapses it self-fences.
 //! - [`orchestrator::Orchestrator`] runs on the leader: it commits each step of a VM's
 //!   lifecycle and asks the right node's agent to perform it, over mTLS.
 
+pub mod lease;
 pub mod liveness;
 pub mod local;
 pub mod orchestrator;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Liveness {
     inner: Mutex<Inner>,
     pub node_timeout: Duration,
+    /// The lease granted with every acknowledged heartbeat (DESIGN section 4).
+    pub lease: Duration,
 }
 
 #[derive(Debug)]
@@ -19,13 +21,14 @@ struct Inner {
 }
 
 impl Liveness {
-    pub fn new(node_timeout: Duration) -> Self {
+    pub fn new(node_timeout: Duration, lease: Duration) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 leader_since: None,
                 last_seen: BTreeMap::new(),
             }),
             node_timeout,
+            lease,
         }
     }
 

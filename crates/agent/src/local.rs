@@ -1,5 +1,6 @@
 //! The local agent: model VM configurations in, hypervisor operations out.
 
+use crate::lease::Lease;
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
 use hafen_driver_api::hypervisor::{
     BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration,
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// Why the agent could not act.
@@ -30,6 +32,10 @@ pub enum AgentError {
     },
     #[error("unknown pool {0:?}")]
     UnknownPool(String),
+    #[error(
+        "refusing to start {name}: node {node} holds no lease (no acknowledged heartbeat from a quorate leader); it starts nothing until the leader assigns work again"
+    )]
+    NoLease { name: String, node: String },
 }
 
 /// The driver with the pool set it was made for.
@@ -48,7 +54,15 @@ pub struct Agent {
     loaded: Mutex<Option<Loaded>>,
     /// The newest assignment generation seen per VM (second line of defense against stale starts).
     generations: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Managed resources run here only while this is held.
+    lease: Arc<Lease>,
+    /// The resource-agent resources this agent started (or found running when asked),
+    /// with their configuration, so it can stop them when it self-fences.
+    managed_ocf: std::sync::Mutex<BTreeMap<String, OcfResourceConfig>>,
 }
+
+/// How long a start waits for the lease of a node that just joined or regained contact.
+const LEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +175,87 @@ impl Agent {
             migration_ip,
             loaded: Mutex::new(None),
             generations: std::sync::Mutex::new(BTreeMap::new()),
+            lease: Arc::default(),
+            managed_ocf: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
+    }
+
+    /// Refuses to start anything without a lease: a node cut off from the quorate leader
+    /// may already have been fenced and its resources recovered elsewhere.
+    async fn require_lease(&self, name: &str) -> Result<(), AgentError> {
+        if self.lease.holds(std::time::Instant::now()) || self.lease.wait_held(LEASE_WAIT).await {
+            Ok(())
+        } else {
+            Err(AgentError::NoLease {
+                name: name.to_string(),
+                node: self.node.clone(),
+            })
+        }
+    }
+
+    /// Self-fencing: kills every QEMU process this node manages and stops every managed
+    /// resource, at once and in parallel. Failures are logged; there is nobody to tell.
+    pub async fn self_fence(&self) {
+        let vms = async {
+            let driver = match self.current_driver().await {
+                Ok(driver) => driver,
+                Err(error) => {
+                    tracing::error!(%error, "self-fencing: no hypervisor driver");
+                    return;
+                }
+            };
+            let names = match driver.list().await {
+                Ok(names) => names,
+                Err(error) => {
+                    tracing::error!(%error, "self-fencing: cannot list VMs");
+                    return;
+                }
+            };
+            let kills = names.iter().map(|name| {
+                let driver = driver.clone();
+                async move {
+                    let _ = driver.adopt(name).await;
+                    match driver.kill(name).await {
+                        Ok(()) => tracing::warn!(vm = %name, "self-fencing: VM killed"),
+                        Err(error) => {
+                            tracing::error!(vm = %name, %error, "self-fencing: kill failed")
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(kills).await;
+        };
+        let resources: Vec<(String, OcfResourceConfig)> = self
+            .managed_ocf
+            .lock()
+            .expect("managed lock poisoned")
+            .iter()
+            .map(|(name, ocf)| (name.clone(), ocf.clone()))
+            .collect();
+        let stops = resources.iter().map(|(name, ocf)| async move {
+            match self.ocf_operation(name, ocf, OcfOperation::Stop).await {
+                Ok(AgentAnswer::Failed { error }) | Err(AgentError::Driver(error)) => {
+                    tracing::error!(resource = %name, %error, "self-fencing: stop failed")
+                }
+                Ok(_) => tracing::warn!(resource = %name, "self-fencing: resource stopped"),
+                Err(error) => {
+                    tracing::error!(resource = %name, %error, "self-fencing: stop failed")
+                }
+            }
+        });
+        futures::future::join(vms, futures::future::join_all(stops)).await;
+    }
+
+    /// The driver as last made (for the pools of the last request), or one without pools.
+    async fn current_driver(&self) -> Result<Arc<QemuDriver>, AgentError> {
+        if let Some(loaded) = self.loaded.lock().await.as_ref() {
+            return Ok(loaded.driver.clone());
+        }
+        self.driver(&Pools::new()).await
     }
 
     /// The driver for `pools`, made on first use and remade when the pool set changes.
@@ -237,6 +331,7 @@ impl Agent {
                 vm,
                 pools,
             } => {
+                self.require_lease(&name).await?;
                 self.check_generation(&name, generation)?;
                 let driver = self.driver(&pools).await?;
                 let status = driver
@@ -285,6 +380,7 @@ impl Agent {
                 vm,
                 pools,
             } => {
+                self.require_lease(&name).await?;
                 self.check_generation(&name, generation)?;
                 let driver = self.driver(&pools).await?;
                 let incoming = driver
@@ -395,6 +491,7 @@ impl Agent {
                 generation,
                 ocf,
             } => {
+                self.require_lease(&name).await?;
                 self.check_generation(&name, generation)?;
                 self.ocf_operation(&name, &ocf, OcfOperation::Start).await?
             }
@@ -477,6 +574,7 @@ impl Agent {
         }
         .map_err(|error| AgentError::Driver(error.to_string()))?;
         let message = outcome.message();
+        self.track_ocf(name, ocf, operation, &outcome);
         match operation {
             OcfOperation::Start | OcfOperation::Stop => {
                 if outcome.reaction_against(AgentResult::Success).is_some() {
@@ -505,6 +603,35 @@ impl Agent {
                     message,
                 })
             }
+        }
+    }
+
+    /// Remembers which resources run here, for self-fencing.
+    fn track_ocf(
+        &self,
+        name: &str,
+        ocf: &OcfResourceConfig,
+        operation: OcfOperation,
+        outcome: &hafen_driver_api::resource::OperationOutcome,
+    ) {
+        use hafen_driver_api::resource::{AgentResult, RunningState};
+        let mut managed = self.managed_ocf.lock().expect("managed lock poisoned");
+        let running = match operation {
+            OcfOperation::Start => true,
+            OcfOperation::Stop => {
+                if outcome.reaction_against(AgentResult::Success).is_none() {
+                    managed.remove(name);
+                }
+                return;
+            }
+            OcfOperation::Monitor | OcfOperation::Probe => {
+                !matches!(outcome.result.running_state(), RunningState::Stopped)
+            }
+        };
+        if running {
+            managed.insert(name.to_string(), ocf.clone());
+        } else {
+            managed.remove(name);
         }
     }
 

@@ -191,6 +191,17 @@ pub struct Heartbeat {
     pub name: String,
 }
 
+/// The leader's answer to a heartbeat. A lease is granted only by a leader that confirmed
+/// its leadership with a quorum after the heartbeat arrived; it runs from the moment the
+/// agent *sent* the heartbeat (the agent's monotonic clock).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HeartbeatAck {
+    pub leader: bool,
+    /// How long the granted lease lasts; 0 when none was granted.
+    #[serde(default)]
+    pub lease_ms: u64,
+}
+
 /// A join token as printed by `hafen cluster token`: `hafen-join.<id>.<secret>.<ca fingerprint>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinToken {

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hafen_api_types::Heartbeat;
+use hafen_api_types::{Heartbeat, HeartbeatAck};
 use hafen_store::RaftRpc;
 
 /// Refuses callers that did not present a certificate signed by the cluster CA.
@@ -40,20 +40,29 @@ pub(crate) async fn raft(
         .map_err(ApiError::Invalid)
 }
 
-#[derive(serde::Serialize)]
-pub(crate) struct HeartbeatAck {
-    leader: bool,
-}
-
+/// Records the node alive and grants it a lease, but only once a quorum confirmed this
+/// node's leadership after the heartbeat arrived: a leader cut off from its quorum grants
+/// nothing, so the leases it granted lapse before a new leader may count on them lapsing.
 pub(crate) async fn heartbeat(
     State(context): State<SharedContext>,
     Json(heartbeat): Json<Heartbeat>,
 ) -> Json<HeartbeatAck> {
-    let leader = context.replica.status().is_leader;
-    if leader {
-        context
-            .liveness
-            .record(heartbeat.node_id, std::time::Instant::now());
+    let arrived = std::time::Instant::now();
+    let liveness = &context.liveness;
+    if !context.replica.status().is_leader
+        || !context
+            .replica
+            .confirm_leadership(arrived, liveness.node_timeout / 2)
+            .await
+    {
+        return Json(HeartbeatAck {
+            leader: false,
+            lease_ms: 0,
+        });
     }
-    Json(HeartbeatAck { leader })
+    liveness.record(heartbeat.node_id, arrived);
+    Json(HeartbeatAck {
+        leader: true,
+        lease_ms: u64::try_from(liveness.lease.as_millis()).unwrap_or(u64::MAX),
+    })
 }

@@ -37,6 +37,10 @@ pub struct NodeConfig {
     /// Where fence agents (`fence_*`) are looked up, in order.
     #[serde(default = "default_fence_agent_dirs")]
     pub fence_agent_dirs: Vec<PathBuf>,
+    /// A watchdog device (`/dev/watchdog`) petted while this node holds its lease, so a hung
+    /// host whose agent cannot self-fence is reset by the watchdog. Unset: no watchdog.
+    #[serde(default)]
+    pub watchdog_device: Option<PathBuf>,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -59,6 +63,10 @@ pub struct Timeouts {
     pub heartbeat_interval_ms: u64,
     /// After this long without a heartbeat the leader considers a node gone.
     pub node_timeout_ms: u64,
+    /// How long an acknowledged heartbeat lets the agent run managed resources, from the
+    /// moment it was sent. It outlasts a leader change, so losing the leader does not make
+    /// every host self-fence.
+    pub lease_ms: u64,
     /// Raft leader heartbeat to followers.
     pub raft_heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
@@ -71,6 +79,7 @@ impl Default for Timeouts {
         Self {
             heartbeat_interval_ms: 200,
             node_timeout_ms: 1000,
+            lease_ms: 3000,
             raft_heartbeat_ms: raft.heartbeat_interval_ms,
             election_timeout_min_ms: raft.election_timeout_min_ms,
             election_timeout_max_ms: raft.election_timeout_max_ms,
@@ -183,6 +192,25 @@ impl NodeConfig {
                 "must be greater than election_timeout_min_ms".to_string(),
             ));
         }
+        if t.lease_ms < t.node_timeout_ms + t.election_timeout_max_ms {
+            return Err(bad(
+                "timeouts.lease_ms",
+                format!(
+                    "must be at least node_timeout_ms + election_timeout_max_ms ({}), or a leader change makes every host self-fence",
+                    t.node_timeout_ms + t.election_timeout_max_ms
+                ),
+            ));
+        }
+        if self
+            .watchdog_device
+            .as_ref()
+            .is_some_and(|device| !device.is_absolute())
+        {
+            return Err(bad(
+                "watchdog_device",
+                "must be an absolute path such as /dev/watchdog".to_string(),
+            ));
+        }
         Ok(())
     }
 
@@ -234,6 +262,14 @@ data_dir = "/var/lib/hafen"
                 "heartbeat_ms",
             ),
             (format!("{GOOD}role = \"boss\"\n"), "role"),
+            (
+                format!("{GOOD}[timeouts]\nlease_ms = 1000\n"),
+                "timeouts.lease_ms",
+            ),
+            (
+                format!("{GOOD}watchdog_device = \"watchdog\"\n"),
+                "watchdog_device",
+            ),
         ];
         for (text, key) in cases {
             let error = NodeConfig::parse(&text, "test.toml")

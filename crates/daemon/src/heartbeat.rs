@@ -1,7 +1,9 @@
-//! The node agent's heartbeat to the leader, which keeps it `online` in the leader's liveness view.
+//! The node agent's heartbeat to the leader, which keeps it `online` in the leader's
+//! liveness view and renews its lease (DESIGN section 4).
 
-use hafen_api::Liveness;
-use hafen_api_types::Heartbeat;
+use hafen_agent::Liveness;
+use hafen_agent::lease::Lease;
+use hafen_api_types::{Heartbeat, HeartbeatAck};
 use hafen_rpc::PeerClient;
 use hafen_store::Replica;
 use std::sync::Arc;
@@ -12,9 +14,9 @@ pub async fn heartbeat_loop(
     replica: Replica,
     peer: PeerClient,
     liveness: Arc<Liveness>,
+    lease: Arc<Lease>,
     name: String,
     interval: Duration,
-    request_timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let body = serde_json::to_vec(&Heartbeat {
@@ -22,6 +24,9 @@ pub async fn heartbeat_loop(
         name,
     })
     .expect("heartbeat serializes");
+    // Bounded so a dead leader cannot stall the beats for long, yet generous enough that a
+    // loaded machine's slow answer still counts: any beat within node_timeout keeps us alive.
+    let request_timeout = liveness.node_timeout / 2;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -29,26 +34,44 @@ pub async fn heartbeat_loop(
             _ = ticker.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        let status = replica.status();
-        if status.is_leader {
-            liveness.record(replica.node_id(), Instant::now());
+        let sent = Instant::now();
+        if replica.status().is_leader {
+            // The leader's own agent: its lease rests on the same quorum confirmation that
+            // backs the leases it grants.
+            if replica.confirm_leadership(sent, request_timeout).await {
+                liveness.record(replica.node_id(), sent);
+                lease.renew(sent, liveness.lease);
+            }
             continue;
         }
         let Some((_, leader)) = replica.leader() else {
             continue;
         };
-        // Bounded so a dead leader cannot stall the beats for long, yet generous enough that a
-        // loaded machine's slow answer still counts: any beat within node_timeout keeps us alive.
-        if let Err(error) = peer
-            .post(
-                &leader.address,
-                "/internal/heartbeat",
-                body.clone(),
-                request_timeout,
-            )
-            .await
-        {
-            tracing::debug!(%error, "heartbeat not delivered");
-        }
+        let peer = peer.clone();
+        let body = body.clone();
+        let lease = lease.clone();
+        // Each beat on its own task: a slow answer must not delay the next beat.
+        tokio::spawn(async move {
+            match peer
+                .post(
+                    &leader.address,
+                    "/internal/heartbeat",
+                    body,
+                    request_timeout,
+                )
+                .await
+            {
+                Ok(answer) => match serde_json::from_slice::<HeartbeatAck>(&answer) {
+                    Ok(ack) if ack.leader && ack.lease_ms > 0 => {
+                        lease.renew(sent, Duration::from_millis(ack.lease_ms));
+                    }
+                    Ok(_) => tracing::debug!("heartbeat not acknowledged: no confirmed leader"),
+                    Err(error) => {
+                        tracing::warn!(%error, "the leader's heartbeat answer is garbled")
+                    }
+                },
+                Err(error) => tracing::debug!(%error, "heartbeat not delivered"),
+            }
+        });
     }
 }

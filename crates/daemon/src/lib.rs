@@ -60,9 +60,10 @@ pub async fn run(
             address: config.listen.to_string(),
             detail: error.to_string(),
         })?;
-    let liveness = Arc::new(Liveness::new(Duration::from_millis(
-        config.timeouts.node_timeout_ms,
-    )));
+    let liveness = Arc::new(Liveness::new(
+        Duration::from_millis(config.timeouts.node_timeout_ms),
+        Duration::from_millis(config.timeouts.lease_ms),
+    ));
     let agent = Arc::new(hafen_agent::Agent::new(
         &node.name,
         &config.data_dir.join("qemu"),
@@ -72,10 +73,11 @@ pub async fn run(
         let agent = agent.clone();
         async move { agent.warm_up().await }
     });
+    let lease = agent.lease().clone();
     let orchestrator = Arc::new(hafen_agent::Orchestrator::new(
         replica.clone(),
         peer.clone(),
-        agent,
+        agent.clone(),
         node.name.clone(),
         liveness.clone(),
         config.fence_agent_dirs.clone(),
@@ -126,9 +128,16 @@ pub async fn run(
             replica.clone(),
             peer,
             liveness,
+            lease,
             node.name.clone(),
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
-            Duration::from_millis(config.timeouts.node_timeout_ms / 2),
+            stopped.clone(),
+        )),
+        tokio::spawn(hafen_agent::lease::guard_loop(
+            agent,
+            config.watchdog_device.clone(),
+            Duration::from_millis(config.timeouts.heartbeat_interval_ms),
+            Duration::from_millis(config.timeouts.lease_ms),
             stopped.clone(),
         )),
     ];

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Raft timing; defaults keep a leader failover well under 3 s without spurious elections.
@@ -102,6 +103,25 @@ pub struct Replica {
     node_id: u64,
     raft: Raft<TypeConfig>,
     state_machine: StateMachineStore,
+    confirmation: Arc<Confirmation>,
+}
+
+/// Single-flight leadership confirmation: callers arriving while a round runs share the
+/// next one instead of each starting their own.
+#[derive(Default)]
+struct Confirmation {
+    round: tokio::sync::Mutex<()>,
+    /// When the newest successful round began.
+    last_success: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Confirmation {
+    fn confirmed_since(&self, since: Instant) -> bool {
+        self.last_success
+            .lock()
+            .expect("confirmation lock poisoned")
+            .is_some_and(|began| began >= since)
+    }
 }
 
 impl std::fmt::Debug for Replica {
@@ -173,7 +193,38 @@ impl Replica {
             node_id,
             raft,
             state_machine,
+            confirmation: Arc::default(),
         })
+    }
+
+    /// Whether this replica is the leader, confirmed by a quorum in a round that began at
+    /// or after `since` (a Raft read-index round). A leader cut off from its quorum cannot
+    /// confirm: the leases of the agents it grants rest on this.
+    pub async fn confirm_leadership(&self, since: Instant, timeout: Duration) -> bool {
+        let confirmation = &self.confirmation;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if confirmation.confirmed_since(since) {
+                return true;
+            }
+            let Ok(_round) = tokio::time::timeout_at(deadline, confirmation.round.lock()).await
+            else {
+                return false;
+            };
+            if confirmation.confirmed_since(since) {
+                return true;
+            }
+            let began = Instant::now();
+            match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => {
+                    *confirmation
+                        .last_success
+                        .lock()
+                        .expect("confirmation lock poisoned") = Some(began);
+                }
+                _ => return false,
+            }
+        }
     }
 
     pub fn node_id(&self) -> u64 {

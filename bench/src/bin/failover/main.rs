@@ -57,7 +57,10 @@ pub fn summarize(runs: &[RunFigures]) -> Value {
         "running_p50_s": round(percentile(&running, 0.5)),
         "running_p99_s": round(percentile(&running, 0.99)),
     });
-    let guest: Vec<f64> = runs.iter().filter_map(|run| run.guest_answering_s).collect();
+    let guest: Vec<f64> = runs
+        .iter()
+        .filter_map(|run| run.guest_answering_s)
+        .collect();
     if !guest.is_empty() {
         summary["guest_answering_p50_s"] = json!(round(percentile(&guest, 0.5)));
     }
@@ -119,7 +122,9 @@ fn main() {
         summary["pacemaker"] = summarize(&defaults);
         summary["pacemaker_tuned"] = summarize(&tuned);
         if run_hafen {
-            let ours = summary["hafen"]["running_p50_s"].as_f64().unwrap_or(f64::NAN);
+            let ours = summary["hafen"]["running_p50_s"]
+                .as_f64()
+                .unwrap_or(f64::NAN);
             let theirs = summary["pacemaker"]["running_p50_s"]
                 .as_f64()
                 .unwrap_or(f64::NAN);

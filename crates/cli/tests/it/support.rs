@@ -9,10 +9,32 @@ use std::time::{Duration, Instant};
 
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
+/// The machine-wide lock every user of dev clusters takes (tests, benchmarks, scripts:
+/// `flock /var/tmp/hafen-dev-cluster.lock ...`): namespace clusters share one switch.
+pub const MACHINE_LOCK: &str = "/var/tmp/hafen-dev-cluster.lock";
+
+/// Held while a test runs: one test at a time in this process, and none while another
+/// process on this machine runs a dev cluster.
+pub struct Serial {
+    _process: MutexGuard<'static, ()>,
+    _machine: std::fs::File,
+}
+
+pub fn serial() -> Serial {
+    let process = SERIAL
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let machine = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MACHINE_LOCK)
+        .expect("the dev-cluster lock file opens");
+    machine.lock().expect("the dev-cluster lock is taken");
+    Serial {
+        _process: process,
+        _machine: machine,
+    }
 }
 
 pub fn hafen() -> Command {
