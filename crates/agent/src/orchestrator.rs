@@ -114,6 +114,8 @@ pub struct Orchestrator {
     /// Woken whenever a slot is released, for operations queued behind it.
     released: Arc<tokio::sync::Notify>,
     last_attempt: Mutex<BTreeMap<String, Instant>>,
+    /// When each running resource was last monitored, so monitors keep their interval.
+    last_monitor: Mutex<BTreeMap<String, Instant>>,
     fence: hafen_driver_fence::FenceDriver,
     proposals: std::sync::atomic::AtomicU64,
 }
@@ -144,6 +146,12 @@ impl Drop for Slot<'_> {
 /// How long an operator's request waits for another operation on the same resource.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How often a call to another host checks that the host still answers heartbeats.
+const LIVENESS_POLL: Duration = Duration::from_millis(50);
+
+/// How often the leader checks that a running VM still runs.
+const VM_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -169,6 +177,7 @@ impl Orchestrator {
             busy: Mutex::new(BTreeSet::new()),
             released: Arc::new(tokio::sync::Notify::new()),
             last_attempt: Mutex::new(BTreeMap::new()),
+            last_monitor: Mutex::new(BTreeMap::new()),
             proposals: std::sync::atomic::AtomicU64::new(0),
             fence: hafen_driver_fence::FenceDriver::new(
                 hafen_driver_fence::FenceConfig::with_agent_dirs(fence_agent_dirs),
@@ -325,16 +334,33 @@ impl Orchestrator {
             .find(|node| node.name.as_str() == host)
             .ok_or_else(|| OrchestratorError::NotFound(format!("no node named {host}")))?;
         let body = serde_json::to_vec(&request).expect("agent requests serialize");
-        let reply = self
-            .peer
-            .post(
-                &node.address,
-                "/internal/agent",
-                body,
-                timeout + AGENT_CALL_MARGIN,
-            )
-            .await
-            .map_err(|error| OrchestratorError::Failed(format!("agent on {host}: {error}")))?;
+        let request = self.peer.post(
+            &node.address,
+            "/internal/agent",
+            body,
+            timeout + AGENT_CALL_MARGIN,
+        );
+        // A host that stops answering heartbeats ends the wait at once: nothing waits out
+        // a long operation timeout on a dead host (its resource's slot would be held).
+        let node_id = node.node_id;
+        let gone = async {
+            loop {
+                tokio::time::sleep(LIVENESS_POLL).await;
+                let (alive, _) = self.liveness.check(node_id, Instant::now());
+                if !alive && self.replica.status().is_leader {
+                    return;
+                }
+            }
+        };
+        let reply = tokio::select! {
+            reply = request => reply
+                .map_err(|error| OrchestratorError::Failed(format!("agent on {host}: {error}")))?,
+            () = gone => {
+                return Err(OrchestratorError::Failed(format!(
+                    "agent on {host}: the host stopped answering heartbeats"
+                )));
+            }
+        };
         serde_json::from_slice(&reply).map_err(|error| {
             OrchestratorError::Failed(format!("agent on {host} answered garbage: {error}"))
         })
@@ -927,37 +953,60 @@ impl Orchestrator {
         }
     }
 
+    /// The leader's fencing pass, run on its own fast tick so that no slow resource
+    /// operation delays the fencing of a dead host.
+    pub async fn fence_once(&self) {
+        if !self.replica.status().is_leader {
+            return;
+        }
+        if let Ok(state) = self.state().await {
+            self.fence_pass(&state).await;
+        }
+    }
+
     /// One pass of the leader's reconciliation: settle steps a previous leader left in
-    /// flight, notice crashed VMs, then carry out the scheduler's plan.
-    pub async fn reconcile_once(&self) {
+    /// flight and monitor running resources (each in its own task, holding the resource's
+    /// slot, so a hung host delays nothing else), then carry out the scheduler's plan.
+    pub async fn reconcile_once(self: &Arc<Self>) {
         if !self.replica.status().is_leader {
             return;
         }
         let Ok(state) = self.state().await else {
             return;
         };
-        self.fence_pass(&state).await;
-        let Ok(state) = self.state().await else {
-            return;
-        };
         let alive = self.alive_nodes(&state);
+        let state = Arc::new(state);
         for name in state.config.resources.keys() {
             if self.busy.lock().expect("busy lock poisoned").contains(name) {
                 continue;
             }
             let runtime = state.runtime.get(name).cloned().unwrap_or_default();
-            let result = match (&runtime.phase, &runtime.host) {
-                (Phase::Starting | Phase::Stopping | Phase::Migrating { .. }, _) => {
-                    self.settle(&state, name, &runtime).await
-                }
-                (Phase::Running, Some(host)) if alive.contains(host) => {
-                    self.check_running(&state, name, host, &runtime).await
-                }
-                _ => Ok(()),
-            };
-            if let Err(error) = result {
-                tracing::info!(resource = %name, %error, "reconciliation step failed");
+            let settle = matches!(
+                runtime.phase,
+                Phase::Starting | Phase::Stopping | Phase::Migrating { .. }
+            );
+            let monitor = matches!(
+                (&runtime.phase, &runtime.host),
+                (Phase::Running, Some(host)) if alive.contains(host)
+            ) && self.monitor_due(&state, name);
+            if !settle && !monitor {
+                continue;
             }
+            // Each takes the resource's slot itself; a planned action holding it wins.
+            let this = self.clone();
+            let state = state.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let result = match (&runtime.phase, &runtime.host) {
+                    (Phase::Running, Some(host)) => {
+                        this.check_running(&state, &name, host, &runtime).await
+                    }
+                    _ => this.settle(&state, &name, &runtime).await,
+                };
+                if let Err(error) = result {
+                    tracing::info!(resource = %name, %error, "reconciliation step failed");
+                }
+            });
         }
         let Ok(state) = self.state().await else {
             return;
@@ -969,47 +1018,111 @@ impl Orchestrator {
                 return;
             }
         };
-        for action in plan.actions {
-            let name = action.resource.clone();
-            let recent = self
-                .last_attempt
-                .lock()
-                .expect("lock poisoned")
-                .get(&name)
-                .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-            if recent
-                || self
-                    .busy
-                    .lock()
-                    .expect("busy lock poisoned")
-                    .contains(&name)
-            {
-                continue;
+        let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
+        let migrations = usize::try_from(state.config.integer("migration-limit")).unwrap_or(1);
+        self.execute(plan.actions, parallelism.max(1), migrations.max(1))
+            .await;
+    }
+
+    /// Carries out a plan's actions, each once its `after` dependencies succeeded, at most
+    /// `parallelism` at a time and at most `migrations` live migrations at a time. An
+    /// action whose dependency failed is skipped (the next pass re-plans).
+    async fn execute(
+        &self,
+        actions: Vec<hafen_scheduler::Action>,
+        parallelism: usize,
+        migrations: usize,
+    ) {
+        use futures::StreamExt;
+        use hafen_scheduler::ActionKind;
+        let mut waiting: Vec<hafen_scheduler::Action> = actions;
+        let mut outcome: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut running_migrations = 0usize;
+        loop {
+            let mut index = 0;
+            while index < waiting.len() && running.len() < parallelism {
+                let action = &waiting[index];
+                let failed_dependency = action
+                    .after
+                    .iter()
+                    .any(|id| outcome.get(id) == Some(&false));
+                let ready = action.after.iter().all(|id| outcome.contains_key(id));
+                let migration = matches!(action.kind, ActionKind::Migrate { .. });
+                if failed_dependency {
+                    let action = waiting.remove(index);
+                    tracing::info!(%action, "skipped: a step it depends on failed");
+                    outcome.insert(action.id, false);
+                    continue;
+                }
+                if !ready || (migration && running_migrations >= migrations) {
+                    index += 1;
+                    continue;
+                }
+                let action = waiting.remove(index);
+                if migration {
+                    running_migrations += 1;
+                }
+                running.push(async move {
+                    let ok = self.carry_out(&action).await;
+                    (action.id, migration, ok)
+                });
             }
-            tracing::info!(%action, "carrying out");
-            let result = match action.kind {
-                hafen_scheduler::ActionKind::Start { host } => self.try_start_on(&name, host).await,
-                hafen_scheduler::ActionKind::Stop { .. } => self.try_stop(&name).await,
-                hafen_scheduler::ActionKind::Restart { host }
-                | hafen_scheduler::ActionKind::Move { to: host, .. } => {
-                    match self.try_stop(&name).await {
-                        Ok(()) => self.try_start_on(&name, host).await,
-                        Err(error) => Err(error),
-                    }
-                }
-                hafen_scheduler::ActionKind::Migrate { to, .. } => {
-                    let bandwidth = 1024 * 1024 * 1024;
-                    self.migrate(&name, Some(&to), bandwidth).await.map(|_| ())
-                }
-                hafen_scheduler::ActionKind::Promote { .. }
-                | hafen_scheduler::ActionKind::Demote { .. } => Ok(()),
+            let Some((id, migration, ok)) = running.next().await else {
+                break;
             };
-            if let Err(error) = result {
+            if migration {
+                running_migrations -= 1;
+            }
+            outcome.insert(id, ok);
+        }
+    }
+
+    /// One planned action; false when it failed or could not be tried now.
+    async fn carry_out(&self, action: &hafen_scheduler::Action) -> bool {
+        let name = action.resource.clone();
+        let recent = self
+            .last_attempt
+            .lock()
+            .expect("lock poisoned")
+            .get(&name)
+            .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
+        if recent
+            || self
+                .busy
+                .lock()
+                .expect("busy lock poisoned")
+                .contains(&name)
+        {
+            return false;
+        }
+        tracing::info!(%action, "carrying out");
+        let result = match action.kind.clone() {
+            hafen_scheduler::ActionKind::Start { host } => self.try_start_on(&name, host).await,
+            hafen_scheduler::ActionKind::Stop { .. } => self.try_stop(&name).await,
+            hafen_scheduler::ActionKind::Restart { host }
+            | hafen_scheduler::ActionKind::Move { to: host, .. } => {
+                match self.try_stop(&name).await {
+                    Ok(()) => self.try_start_on(&name, host).await,
+                    Err(error) => Err(error),
+                }
+            }
+            hafen_scheduler::ActionKind::Migrate { to, .. } => {
+                let bandwidth = 1024 * 1024 * 1024;
+                self.migrate(&name, Some(&to), bandwidth).await.map(|_| ())
+            }
+            hafen_scheduler::ActionKind::Promote { .. }
+            | hafen_scheduler::ActionKind::Demote { .. } => Ok(()),
+        };
+        match result {
+            Ok(()) => true,
+            Err(error) => {
                 self.last_attempt
                     .lock()
                     .expect("lock poisoned")
                     .insert(name.clone(), Instant::now());
                 tracing::info!(resource = %name, %error, "planned action failed");
+                false
             }
         }
     }
@@ -1056,6 +1169,19 @@ impl Orchestrator {
                 {
                     self.commit_command(Command::HostRejoined { name: name.clone() })
                         .await
+                }
+                Fencing::Unclean { .. }
+                    if matches!(
+                        state.config.property("unsafe-recovery-without-fencing"),
+                        Ok(hafen_model::PropertyValue::Bool(true))
+                    ) =>
+                {
+                    tracing::error!(node = %name, "UNSAFE: recovering without fencing (unsafe-recovery-without-fencing=true)");
+                    self.commit_command(Command::HostFenced {
+                        name: name.clone(),
+                        how: "NOT fenced: unsafe-recovery-without-fencing".to_string(),
+                    })
+                    .await
                 }
                 Fencing::Unclean { .. } => {
                     let key = format!("fence:{name}");
@@ -1113,6 +1239,17 @@ impl Orchestrator {
             .keys()
             .map(|device| FenceLevel::new(&[device.as_str()]))
             .collect();
+        // Only the quorate side fences (I3): a deposed leader that has not noticed yet must
+        // not power anybody off.
+        if !self
+            .replica
+            .confirm_leadership(Instant::now(), Duration::from_secs(1))
+            .await
+        {
+            return Err(OrchestratorError::Unavailable(format!(
+                "not fencing {name}: this node's leadership is not confirmed by a quorum"
+            )));
+        }
         let outcome = self
             .fence
             .fence(&devices, &levels, name, PowerAction::Off)
@@ -1180,6 +1317,32 @@ impl Orchestrator {
     }
 
     /// A running VM whose process vanished is marked failed (and restarted by the next pass).
+    /// Whether a running resource's monitor is due (its interval passed since the last
+    /// one); VMs are checked every second. Marks it as checked when due.
+    fn monitor_due(&self, state: &ClusterState, name: &str) -> bool {
+        let interval = match state
+            .config
+            .resources
+            .get(name)
+            .map(|resource| &resource.kind)
+        {
+            Some(ResourceKind::Ocf(ocf)) if ocf.monitor_interval_ms > 0 => {
+                Duration::from_millis(ocf.monitor_interval_ms)
+            }
+            _ => VM_MONITOR_INTERVAL,
+        };
+        let now = Instant::now();
+        let mut last = self.last_monitor.lock().expect("lock poisoned");
+        if last
+            .get(name)
+            .is_some_and(|at| now.duration_since(*at) < interval)
+        {
+            return false;
+        }
+        last.insert(name.to_string(), now);
+        true
+    }
+
     async fn check_running(
         &self,
         state: &ClusterState,

@@ -52,7 +52,7 @@ pub(crate) async fn heartbeat(
     if !context.replica.status().is_leader
         || !context
             .replica
-            .confirm_leadership(arrived, liveness.node_timeout / 2)
+            .confirm_leadership(arrived, liveness.lease / 2)
             .await
     {
         return Json(HeartbeatAck {

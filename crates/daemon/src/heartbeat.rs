@@ -24,9 +24,9 @@ pub async fn heartbeat_loop(
         name,
     })
     .expect("heartbeat serializes");
-    // Bounded so a dead leader cannot stall the beats for long, yet generous enough that a
-    // loaded machine's slow answer still counts: any beat within node_timeout keeps us alive.
-    let request_timeout = liveness.node_timeout / 2;
+    // Each beat is its own request, bounded by the lease: under packet loss a late answer
+    // still renews the lease (it runs from the send time), so it is worth waiting for.
+    let request_timeout = liveness.lease;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,7 +38,7 @@ pub async fn heartbeat_loop(
         if replica.status().is_leader {
             // The leader's own agent: its lease rests on the same quorum confirmation that
             // backs the leases it grants.
-            if replica.confirm_leadership(sent, request_timeout).await {
+            if replica.confirm_leadership(sent, liveness.lease / 2).await {
                 liveness.record(replica.node_id(), sent);
                 lease.renew(sent, liveness.lease);
             }

@@ -121,7 +121,12 @@ pub async fn run(
         )),
         tokio::spawn(resources_loop(
             replica.clone(),
+            orchestrator.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(fencing_loop(
             orchestrator,
+            Duration::from_millis(config.timeouts.heartbeat_interval_ms / 2),
             stopped.clone(),
         )),
         tokio::spawn(heartbeat::heartbeat_loop(
@@ -170,6 +175,26 @@ async fn resources_loop(
         tokio::select! {
             _ = applied.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// The leader's failure detection and fencing, on a tick of half the heartbeat interval.
+async fn fencing_loop(
+    orchestrator: Arc<hafen_agent::Orchestrator>,
+    tick: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        tokio::select! {
+            _ = orchestrator.fence_once() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

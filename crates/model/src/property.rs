@@ -69,6 +69,12 @@ pub const PROPERTIES: &[PropertyDef] = &[
         description: "whether unresponsive hosts are fenced; when false nothing is fenced and nothing of an unresponsive host recovers",
     },
     PropertyDef {
+        key: "unsafe-recovery-without-fencing",
+        kind: PropertyKind::Bool,
+        default: "false",
+        description: "UNSAFE, for testing the fault checker only: an unresponsive host counts as fenced without any confirmation, so its resources may run twice",
+    },
+    PropertyDef {
         key: "no-quorum-policy",
         kind: PropertyKind::OneOf(&["stop", "freeze"]),
         default: "stop",

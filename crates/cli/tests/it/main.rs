@@ -4,6 +4,7 @@
 
 mod cli;
 mod cluster;
+mod faults;
 mod fencing;
 mod ocf;
 mod support;
