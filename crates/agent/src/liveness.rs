@@ -53,6 +53,25 @@ impl Liveness {
         }
     }
 
+    /// Whether every lease `node_id` may hold has certainly lapsed, `extra` (a watchdog's
+    /// reset time) included: a lease runs from a heartbeat's send time, before it arrived
+    /// here, and leases granted by an earlier leader end before this leader's term began
+    /// (it was elected after the old one lost its quorum confirmation), so counting from
+    /// the later of the last arrival and this term's start is safe; the drift margin covers
+    /// clocks running at slightly different rates.
+    pub fn certainly_lapsed(&self, node_id: u64, now: Instant, extra: Duration) -> bool {
+        let inner = self.inner.lock().expect("liveness lock poisoned");
+        let Some(since) = inner.leader_since else {
+            return false;
+        };
+        let base = inner
+            .last_seen
+            .get(&node_id)
+            .map_or(since, |seen| (*seen).max(since));
+        let margin = self.lease / 10 + Duration::from_millis(100);
+        now >= base + self.lease + margin + extra
+    }
+
     /// Whether the node counts as alive, and how long ago it was last heard from.
     pub fn check(&self, node_id: u64, now: Instant) -> (bool, Option<Duration>) {
         let inner = self.inner.lock().expect("liveness lock poisoned");

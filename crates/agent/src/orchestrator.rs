@@ -116,6 +116,8 @@ pub struct Orchestrator {
     last_attempt: Mutex<BTreeMap<String, Instant>>,
     /// When each running resource was last monitored, so monitors keep their interval.
     last_monitor: Mutex<BTreeMap<String, Instant>>,
+    /// This node's own watchdog, declared by the leader's fencing pass when it leads.
+    watchdog_timeout_ms: Option<u64>,
     fence: hafen_driver_fence::FenceDriver,
     proposals: std::sync::atomic::AtomicU64,
 }
@@ -167,8 +169,10 @@ impl Orchestrator {
         local_name: String,
         liveness: Arc<Liveness>,
         fence_agent_dirs: Vec<std::path::PathBuf>,
+        watchdog_timeout_ms: Option<u64>,
     ) -> Self {
         Self {
+            watchdog_timeout_ms,
             replica,
             peer,
             local,
@@ -960,8 +964,44 @@ impl Orchestrator {
             return;
         }
         if let Ok(state) = self.state().await {
+            self.note_self_fencing(&state, &self.local_name, self.watchdog_timeout_ms)
+                .await;
             self.fence_pass(&state).await;
         }
+    }
+
+    /// Commits what a node declares about its watchdog when it differs from the record
+    /// (the leader calls this for its own node and for every heartbeat's declaration).
+    pub async fn note_self_fencing(
+        &self,
+        state: &ClusterState,
+        name: &str,
+        watchdog_timeout_ms: Option<u64>,
+    ) {
+        use hafen_model::fencing::SelfFencing;
+        let declared = watchdog_timeout_ms.map(|watchdog_timeout_ms| SelfFencing {
+            watchdog_timeout_ms,
+        });
+        let Some(node) = state.nodes.values().find(|node| node.name.as_str() == name) else {
+            return;
+        };
+        if node.self_fencing == declared {
+            return;
+        }
+        if let Err(error) = self
+            .commit_command(Command::DeclareSelfFencing {
+                name: name.to_string(),
+                self_fencing: declared,
+            })
+            .await
+        {
+            tracing::debug!(node = %name, %error, "watchdog declaration not committed");
+        }
+    }
+
+    /// The local replica's state, without a leadership round (for cheap checks).
+    pub fn local_state(&self) -> ClusterState {
+        self.replica.read_local(Clone::clone)
     }
 
     /// One pass of the leader's reconciliation: settle steps a previous leader left in
@@ -1180,6 +1220,30 @@ impl Orchestrator {
                     self.commit_command(Command::HostFenced {
                         name: name.clone(),
                         how: "NOT fenced: unsafe-recovery-without-fencing".to_string(),
+                    })
+                    .await
+                }
+                // No device, but the node self-fences: once its lease certainly lapsed (and
+                // its watchdog had time to reset it) it runs nothing any more.
+                Fencing::Unclean { .. }
+                    if state.config.fence_devices.is_empty() && node.self_fencing.is_some() =>
+                {
+                    let watchdog = Duration::from_millis(
+                        node.self_fencing
+                            .map_or(0, |declared| declared.watchdog_timeout_ms),
+                    );
+                    if !self
+                        .liveness
+                        .certainly_lapsed(node.node_id, Instant::now(), watchdog)
+                    {
+                        continue;
+                    }
+                    self.commit_command(Command::HostFenced {
+                        name: name.clone(),
+                        how: format!(
+                            "lease certainly lapsed (self-fenced; watchdog {} ms)",
+                            watchdog.as_millis()
+                        ),
                     })
                     .await
                 }

@@ -189,6 +189,9 @@ pub struct EventEntry {
 pub struct Heartbeat {
     pub node_id: u64,
     pub name: String,
+    /// Set when the node self-fences with a hardware watchdog: its reset timeout.
+    #[serde(default)]
+    pub watchdog_timeout_ms: Option<u64>,
 }
 
 /// The leader's answer to a heartbeat. A lease is granted only by a leader that confirmed

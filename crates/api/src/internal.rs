@@ -61,6 +61,24 @@ pub(crate) async fn heartbeat(
         });
     }
     liveness.record(heartbeat.node_id, arrived);
+    let state = context.orchestrator.local_state();
+    let declared_differs = state
+        .nodes
+        .values()
+        .find(|node| node.node_id == heartbeat.node_id)
+        .is_some_and(|node| {
+            node.self_fencing
+                .map(|declared| declared.watchdog_timeout_ms)
+                != heartbeat.watchdog_timeout_ms
+        });
+    if declared_differs {
+        let orchestrator = context.orchestrator.clone();
+        tokio::spawn(async move {
+            orchestrator
+                .note_self_fencing(&state, &heartbeat.name, heartbeat.watchdog_timeout_ms)
+                .await;
+        });
+    }
     Json(HeartbeatAck {
         leader: true,
         lease_ms: u64::try_from(liveness.lease.as_millis()).unwrap_or(u64::MAX),

@@ -35,6 +35,12 @@ pub enum DevClusterCommand {
         /// Create N VMs from the test guest on a shared dir pool under DIR (needs --netns).
         #[arg(long, default_value_t = 0)]
         demo_vms: usize,
+        /// How hosts are fenced: `device` (with --netns: `fence_hafen_netns`, which kills
+        /// every process of the namespace) or `self` (no device: each daemon self-fences
+        /// when its lease lapses and declares a watchdog; a plain file under DIR stands in
+        /// for /dev/watchdog, so nothing resets a hung host — for trying the lease path).
+        #[arg(long, value_enum, default_value_t = DevFencing::Device)]
+        fencing: DevFencing,
         #[command(flatten)]
         guest: GuestArgs,
     },
@@ -117,6 +123,16 @@ pub struct NetworkEntry {
     pub root_links: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevFencing {
+    Device,
+    #[value(name = "self")]
+    SelfFencing,
+}
+
+/// The watchdog timeout the `--fencing self` daemons declare (their "watchdog" is a file).
+const DEV_WATCHDOG_TIMEOUT_MS: u64 = 500;
+
 const SWITCH_NAMESPACE: &str = "hafen-sw";
 /// The fence agent that powers a namespace host off by killing every process in it.
 const NETNS_FENCE_AGENT: &str = include_str!("../../../contrib/fence/fence_hafen_netns");
@@ -135,6 +151,7 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             prefix,
             witnesses,
             demo_vms,
+            fencing,
             guest,
         } => {
             if demo_vms > 0 && !netns {
@@ -147,7 +164,7 @@ pub async fn run(global: &GlobalArgs, command: DevClusterCommand) -> anyhow::Res
             } else {
                 None
             };
-            let mut file = up(nodes, netns, &dir, &prefix, witnesses).await?;
+            let mut file = up(nodes, netns, &dir, &prefix, witnesses, fencing).await?;
             if let Some(guest_files) = guest_files {
                 let dir = std::path::absolute(&dir)?;
                 let result = create_demo_vms(&dir, &mut file, demo_vms, &guest_files).await;
@@ -182,6 +199,7 @@ async fn up(
     dir: &Path,
     prefix: &str,
     witnesses: usize,
+    fencing: DevFencing,
 ) -> anyhow::Result<ClusterFile> {
     if !(1..=64).contains(&count) {
         bail!("--nodes must be between 1 and 64");
@@ -215,8 +233,16 @@ async fn up(
         vms: Vec::new(),
     };
     install_fence_agent(&dir)?;
-    let mut result = start_nodes(&dir, &names, netns, count - witnesses, &mut file).await;
-    if result.is_ok() && netns {
+    let mut result = start_nodes(
+        &dir,
+        &names,
+        netns,
+        count - witnesses,
+        fencing == DevFencing::SelfFencing,
+        &mut file,
+    )
+    .await;
+    if result.is_ok() && netns && fencing == DevFencing::Device {
         result = configure_netns_fencing(&file).await;
     }
     // Whatever happened, record what exists so `down` can remove it.
@@ -230,6 +256,7 @@ async fn start_nodes(
     names: &[String],
     netns: bool,
     members: usize,
+    self_fencing: bool,
     file: &mut ClusterFile,
 ) -> anyhow::Result<()> {
     let mut credentials: Option<Credentials> = None;
@@ -243,15 +270,21 @@ async fn start_nodes(
         };
         let config_path = node_dir.join("hafen.toml");
         let data_dir = node_dir.join("data");
-        std::fs::write(
-            &config_path,
-            format!(
-                "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\nrole = \"{}\"\nfence_agent_dirs = [\"{}\", \"/usr/sbin\"]\n",
-                data_dir.display(),
-                if index < members { "member" } else { "witness" },
-                dir.join("fence").display()
-            ),
-        )?;
+        let mut text = format!(
+            "node_name = \"{name}\"\nlisten = \"{address}\"\ndata_dir = \"{}\"\nrole = \"{}\"\nfence_agent_dirs = [\"{}\", \"/usr/sbin\"]\n",
+            data_dir.display(),
+            if index < members { "member" } else { "witness" },
+            dir.join("fence").display()
+        );
+        if self_fencing {
+            let watchdog = node_dir.join("watchdog");
+            std::fs::write(&watchdog, "")?;
+            text.push_str(&format!(
+                "watchdog_device = \"{}\"\nwatchdog_timeout_ms = {DEV_WATCHDOG_TIMEOUT_MS}\n",
+                watchdog.display()
+            ));
+        }
+        std::fs::write(&config_path, text)?;
         let config = hafen_daemon::config::NodeConfig::load(&config_path)?;
         match &credentials {
             None => {

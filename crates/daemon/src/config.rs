@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// host whose agent cannot self-fence is reset by the watchdog. Unset: no watchdog.
     #[serde(default)]
     pub watchdog_device: Option<PathBuf>,
+    /// The watchdog's reset timeout, as the device is set up (softdog's default is 60 s).
+    /// The leader counts this node fenced once its lease certainly lapsed plus this long.
+    #[serde(default = "default_watchdog_timeout_ms")]
+    pub watchdog_timeout_ms: u64,
     #[serde(default)]
     pub timeouts: Timeouts,
     #[serde(default)]
@@ -49,6 +53,10 @@ pub struct NodeConfig {
 
 fn default_fence_agent_dirs() -> Vec<PathBuf> {
     vec![PathBuf::from("/usr/sbin")]
+}
+
+fn default_watchdog_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_role() -> String {
@@ -209,6 +217,12 @@ impl NodeConfig {
             return Err(bad(
                 "watchdog_device",
                 "must be an absolute path such as /dev/watchdog".to_string(),
+            ));
+        }
+        if !(100..=600_000).contains(&self.watchdog_timeout_ms) {
+            return Err(bad(
+                "watchdog_timeout_ms",
+                "must be between 100 and 600000".to_string(),
             ));
         }
         Ok(())

@@ -17,11 +17,13 @@ pub async fn heartbeat_loop(
     lease: Arc<Lease>,
     name: String,
     interval: Duration,
+    watchdog_timeout_ms: Option<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let body = serde_json::to_vec(&Heartbeat {
         node_id: replica.node_id(),
         name,
+        watchdog_timeout_ms,
     })
     .expect("heartbeat serializes");
     // Each beat is its own request, bounded by the lease: under packet loss a late answer

@@ -81,6 +81,10 @@ pub async fn run(
         node.name.clone(),
         liveness.clone(),
         config.fence_agent_dirs.clone(),
+        config
+            .watchdog_device
+            .as_ref()
+            .map(|_| config.watchdog_timeout_ms),
     ));
     let context = Arc::new(ApiContext {
         replica: replica.clone(),
@@ -136,6 +140,10 @@ pub async fn run(
             lease,
             node.name.clone(),
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
+            config
+                .watchdog_device
+                .as_ref()
+                .map(|_| config.watchdog_timeout_ms),
             stopped.clone(),
         )),
         tokio::spawn(hafen_agent::lease::guard_loop(

@@ -52,6 +52,11 @@ pub enum Command {
     HostFenced { name: String, how: String },
     /// A fenced node answers again; it starts clean and takes work from the leader.
     HostRejoined { name: String },
+    /// A node declares whether it self-fences with a watchdog (from its heartbeats).
+    DeclareSelfFencing {
+        name: String,
+        self_fencing: Option<crate::fencing::SelfFencing>,
+    },
     /// Forgets a resource's failures (`resource cleanup`): fail counts and last error.
     CleanupResource { name: String },
     /// An operator sets a node online, in standby or in maintenance.
@@ -83,6 +88,7 @@ impl Command {
             Command::HostSuspected { .. } => "host-suspected",
             Command::HostFenced { .. } => "host-fenced",
             Command::HostRejoined { .. } => "host-rejoined",
+            Command::DeclareSelfFencing { .. } => "declare-self-fencing",
             Command::Noop => "noop",
         }
     }

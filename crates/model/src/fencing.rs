@@ -19,6 +19,14 @@ pub struct FenceDeviceConfig {
     pub host_map: BTreeMap<String, String>,
 }
 
+/// A node that self-fences: when its lease lapses its agent kills what it runs and stops
+/// petting a hardware watchdog, which resets the host within `watchdog_timeout_ms` should
+/// the agent itself hang. Its lease certainly lapsing therefore confirms it fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfFencing {
+    pub watchdog_timeout_ms: u64,
+}
+
 /// Where a node stands with respect to fencing (DESIGN section 4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "state", rename_all = "snake_case")]

@@ -70,6 +70,7 @@ mod tests {
             joined_ms: 0,
             mode: crate::state::NodeMode::Online,
             fencing: crate::fencing::Fencing::None,
+            self_fencing: None,
         }
     }
 

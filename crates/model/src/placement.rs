@@ -160,6 +160,7 @@ mod tests {
                     joined_ms: 0,
                     mode: NodeMode::Online,
                     fencing: crate::fencing::Fencing::None,
+                    self_fencing: None,
                 },
             );
         }

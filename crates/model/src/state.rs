@@ -85,6 +85,10 @@ pub struct NodeRecord {
     pub mode: NodeMode,
     #[serde(default)]
     pub fencing: crate::fencing::Fencing,
+    /// Set when the node declares a watchdog (its heartbeats say so); `None`: only a
+    /// device or an operator can confirm it fenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_fencing: Option<crate::fencing::SelfFencing>,
 }
 
 /// The public facts of a node, as command outcomes report them.
@@ -300,6 +304,26 @@ impl ClusterState {
                         }
                     ),
                 );
+                Ok(Outcome::Done)
+            }
+            Command::DeclareSelfFencing { name, self_fencing } => {
+                let node = self.node_mut(name)?;
+                if node.self_fencing == *self_fencing {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} already declared this"
+                    )));
+                }
+                node.self_fencing = *self_fencing;
+                let message = match self_fencing {
+                    Some(declared) => format!(
+                        "node {name} self-fences with a watchdog (timeout {} ms): its lease certainly lapsing confirms it fenced",
+                        declared.watchdog_timeout_ms
+                    ),
+                    None => format!(
+                        "node {name} runs no watchdog: only a fence device or an operator confirms it fenced"
+                    ),
+                };
+                self.event(now_ms, "fencing", message);
                 Ok(Outcome::Done)
             }
             Command::HostRejoined { name } => {
@@ -539,6 +563,7 @@ impl ClusterState {
             joined_ms: now_ms,
             mode: NodeMode::Online,
             fencing: crate::fencing::Fencing::None,
+            self_fencing: None,
         })
     }
 

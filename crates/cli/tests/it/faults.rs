@@ -203,7 +203,14 @@ pub struct FaultBed {
 
 impl FaultBed {
     pub fn up() -> Self {
-        let cluster = DevCluster::up(3, &["--netns", "--demo-vms", "2"]);
+        Self::up_with(&[])
+    }
+
+    /// With extra `dev-cluster up` arguments.
+    pub fn up_with(extra: &[&str]) -> Self {
+        let mut args = vec!["--netns", "--demo-vms", "2"];
+        args.extend_from_slice(extra);
+        let cluster = DevCluster::up(3, &args);
         let runtime = runtime();
         let client = cluster.client().with_deadline(Duration::from_secs(30));
         let http = http_client(Duration::from_secs(2));
@@ -1042,4 +1049,68 @@ fn two_hosts_without_a_witness_refuse_automatic_recovery_and_say_why() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Without a fence device, a host that declared a watchdog is confirmed fenced once its
+/// lease certainly lapsed: cut off, it kills its own VMs when its lease lapses, and only
+/// after that (plus the watchdog's time and a drift margin) does the leader recover them.
+/// Back in contact it rejoins clean, its daemon never restarted.
+#[test]
+fn without_a_device_a_self_fencing_host_is_fenced_by_certain_lease_expiry() {
+    let _serial = serial();
+    let bed = FaultBed::up_with(&["--fencing", "self"]);
+    let host = bed.victim();
+    let moved = resources_on(&bed, &host);
+    let namespace = bed.namespace(&host);
+    let from = bed.last_event_id();
+    let cut = Instant::now();
+    ip(&[
+        "-n",
+        "hafen-sw",
+        "link",
+        "set",
+        &bed.switch_link(&host),
+        "down",
+    ]);
+    let self_fenced = bed.runtime.block_on(eventually(
+        "the cut-off host to kill its VMs",
+        Duration::from_secs(20),
+        || async { qemu_processes(&namespace).is_empty().then(|| cut.elapsed()) },
+    ));
+    bed.node_state(&host, NodeState::Fenced, Duration::from_secs(20));
+    let fenced = cut.elapsed();
+    assert!(
+        fenced > self_fenced,
+        "confirmed fenced after {fenced:?}, before the host self-fenced ({self_fenced:?})"
+    );
+    bed.all_running("its VMs to run elsewhere", Duration::from_secs(120));
+    let events = bed.events_since(from);
+    assert!(
+        events.iter().any(|event| event
+            .message
+            .starts_with(&format!("node {host} fenced (lease certainly lapsed"))),
+        "{:?}",
+        events
+            .iter()
+            .map(|event| &event.message)
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "{host} cut off: self-fenced after {:.2} s, confirmed fenced after {:.2} s, everything running after {:.2} s",
+        self_fenced.as_secs_f64(),
+        fenced.as_secs_f64(),
+        cut.elapsed().as_secs_f64()
+    );
+    ip(&[
+        "-n",
+        "hafen-sw",
+        "link",
+        "set",
+        &bed.switch_link(&host),
+        "up",
+    ]);
+    bed.node_state(&host, NodeState::Online, Duration::from_secs(30));
+    let mut violations = i2_violations(&bed.events_since(from), from, &host, &moved);
+    violations.extend(bed.finish());
+    assert_clean(violations);
 }
