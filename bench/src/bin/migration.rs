@@ -78,7 +78,11 @@ fn main() {
             .args(["dev-cluster", "down", "--dir"])
             .arg(&dir)
             .output();
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("TMP_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            eprintln!("kept {}", dir.display());
+        }
     };
     if !output.status.success() {
         down();

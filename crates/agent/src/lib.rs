@@ -12,6 +12,7 @@ pub mod liveness;
 pub mod local;
 pub mod orchestrator;
 pub mod protocol;
+mod resource_drivers;
 
 pub use liveness::Liveness;
 pub use local::{Agent, AgentError};

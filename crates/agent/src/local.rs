@@ -2,6 +2,7 @@
 
 use crate::lease::Lease;
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
+use crate::resource_drivers::ResourceDrivers;
 use hafen_driver_api::hypervisor::{
     BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration,
     StopRequest, VmSpec, VmState,
@@ -9,7 +10,7 @@ use hafen_driver_api::hypervisor::{
 use hafen_driver_api::resource::ResourceAgent;
 use hafen_driver_api::storage::{CreateVolume, StoragePool, VolumeFormat};
 use hafen_driver_qemu::{DirPool, QemuConfig, QemuDriver};
-use hafen_model::resource::{OcfResourceConfig, VmBoot, VmConfig};
+use hafen_model::resource::{FailureReaction, OcfResourceConfig, VmBoot, VmConfig};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -47,7 +48,8 @@ struct Loaded {
 /// One node's agent.
 pub struct Agent {
     node: String,
-    ocf: hafen_driver_ocf::OcfDriver,
+    /// Runs resource agents, each by its class's driver (OCF, systemd).
+    resource_agents: ResourceDrivers,
     run_dir: PathBuf,
     /// The address migration streams arrive on (this node's advertised IP).
     migration_ip: IpAddr,
@@ -76,6 +78,8 @@ enum OcfOperation {
     Stop,
     Monitor,
     Probe,
+    Promote,
+    Demote,
 }
 
 /// The driver's view of a configured OCF resource.
@@ -159,6 +163,7 @@ fn state_name(state: VmState) -> &'static str {
 fn failed(error: impl std::fmt::Display) -> AgentAnswer {
     AgentAnswer::Failed {
         error: error.to_string(),
+        reaction: None,
     }
 }
 
@@ -168,9 +173,14 @@ impl Agent {
         let ocf_state = run_dir.parent().unwrap_or(run_dir).join("ocf");
         Self {
             node: node.to_string(),
-            ocf: hafen_driver_ocf::OcfDriver::new(hafen_driver_ocf::OcfConfig::new(
-                ocf_state, node,
-            )),
+            resource_agents: ResourceDrivers {
+                ocf: hafen_driver_ocf::OcfDriver::new(hafen_driver_ocf::OcfConfig::new(
+                    ocf_state, node,
+                )),
+                systemd: hafen_driver_systemd::SystemdDriver::new(
+                    hafen_driver_systemd::SystemdConfig::new(node),
+                ),
+            },
             run_dir: run_dir.to_path_buf(),
             migration_ip,
             loaded: Mutex::new(None),
@@ -238,7 +248,7 @@ impl Agent {
             .collect();
         let stops = resources.iter().map(|(name, ocf)| async move {
             match self.ocf_operation(name, ocf, OcfOperation::Stop).await {
-                Ok(AgentAnswer::Failed { error }) | Err(AgentError::Driver(error)) => {
+                Ok(AgentAnswer::Failed { error, .. }) | Err(AgentError::Driver(error)) => {
                     tracing::error!(resource = %name, %error, "self-fencing: stop failed")
                 }
                 Ok(_) => tracing::warn!(resource = %name, "self-fencing: resource stopped"),
@@ -495,6 +505,15 @@ impl Agent {
                 self.check_generation(&name, generation)?;
                 self.ocf_operation(&name, &ocf, OcfOperation::Start).await?
             }
+            AgentRequest::OcfPromote { name, ocf } => {
+                self.require_lease(&name).await?;
+                self.ocf_operation(&name, &ocf, OcfOperation::Promote)
+                    .await?
+            }
+            AgentRequest::OcfDemote { name, ocf } => {
+                self.ocf_operation(&name, &ocf, OcfOperation::Demote)
+                    .await?
+            }
             AgentRequest::OcfStop { name, ocf } => {
                 self.ocf_operation(&name, &ocf, OcfOperation::Stop).await?
             }
@@ -508,10 +527,12 @@ impl Agent {
             }
             AgentRequest::OcfCheck { name, ocf } => {
                 let instance = ocf_instance(&name, &ocf)?;
-                let metadata =
-                    hafen_driver_api::resource::check_configuration(&self.ocf, &instance)
-                        .await
-                        .map_err(|e| driver_error(&e))?;
+                let metadata = hafen_driver_api::resource::check_configuration(
+                    &self.resource_agents,
+                    &instance,
+                )
+                .await
+                .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Metadata {
                     metadata: serde_json::to_value(metadata).unwrap_or_default(),
                 }
@@ -521,7 +542,7 @@ impl Agent {
                     .parse()
                     .map_err(|e| AgentError::Driver(format!("{e}")))?;
                 let metadata = self
-                    .ocf
+                    .resource_agents
                     .meta_data(&agent)
                     .await
                     .map_err(|e| driver_error(&e))?;
@@ -530,7 +551,11 @@ impl Agent {
                 }
             }
             AgentRequest::OcfListAgents => {
-                let agents = self.ocf.list_agents().await.map_err(|e| driver_error(&e))?;
+                let agents = self
+                    .resource_agents
+                    .list_agents()
+                    .await
+                    .map_err(|e| driver_error(&e))?;
                 AgentAnswer::Agents {
                     agents: agents.iter().map(ToString::to_string).collect(),
                 }
@@ -549,7 +574,8 @@ impl Agent {
         })
     }
 
-    /// Runs one OCF operation and reports the resource's state as the agent sees it.
+    /// Runs one operation of a resource agent (OCF or systemd, by the agent's class) and
+    /// reports the resource's state as the agent sees it.
     async fn ocf_operation(
         &self,
         name: &str,
@@ -560,34 +586,51 @@ impl Agent {
         let instance = ocf_instance(name, ocf)?;
         let options = OperationOptions::with_timeout_ms(ocf.operation_timeout_ms);
         let outcome = match operation {
-            OcfOperation::Start => self.ocf.start(&instance, &options).await,
-            OcfOperation::Stop => self.ocf.stop(&instance, &options).await,
+            OcfOperation::Start => self.resource_agents.start(&instance, &options).await,
+            OcfOperation::Stop => self.resource_agents.stop(&instance, &options).await,
             OcfOperation::Monitor => {
-                self.ocf
+                self.resource_agents
                     .monitor(
                         &instance,
                         &options.clone().with_interval_ms(ocf.monitor_interval_ms),
                     )
                     .await
             }
-            OcfOperation::Probe => self.ocf.monitor(&instance, &options).await,
+            OcfOperation::Probe => self.resource_agents.monitor(&instance, &options).await,
+            OcfOperation::Promote => self.resource_agents.promote(&instance, &options).await,
+            OcfOperation::Demote => self.resource_agents.demote(&instance, &options).await,
         }
         .map_err(|error| AgentError::Driver(error.to_string()))?;
         let message = outcome.message();
         self.track_ocf(name, ocf, operation, &outcome);
+        let reaction =
+            outcome
+                .reaction_against(AgentResult::Success)
+                .map(|reaction| match reaction {
+                    hafen_driver_api::resource::Reaction::Soft => FailureReaction::Soft,
+                    hafen_driver_api::resource::Reaction::Hard => FailureReaction::Hard,
+                    hafen_driver_api::resource::Reaction::Fatal => FailureReaction::Fatal,
+                });
         match operation {
-            OcfOperation::Start | OcfOperation::Stop => {
-                if outcome.reaction_against(AgentResult::Success).is_some() {
-                    return Ok(AgentAnswer::Failed { error: message });
+            OcfOperation::Start
+            | OcfOperation::Stop
+            | OcfOperation::Promote
+            | OcfOperation::Demote => {
+                if reaction.is_some() {
+                    return Ok(AgentAnswer::Failed {
+                        error: message,
+                        reaction,
+                    });
                 }
-                let state = if operation == OcfOperation::Start {
-                    "running"
-                } else {
-                    "stopped"
+                let state = match operation {
+                    OcfOperation::Stop => "stopped",
+                    OcfOperation::Promote => "promoted",
+                    _ => "running",
                 };
                 Ok(AgentAnswer::State {
                     state: state.to_string(),
                     message,
+                    reaction: None,
                 })
             }
             OcfOperation::Monitor | OcfOperation::Probe => {
@@ -598,9 +641,11 @@ impl Agent {
                     RunningState::Failed => "failed",
                     RunningState::Unknown => "unknown",
                 };
+                let running = matches!(state, "running" | "promoted");
                 Ok(AgentAnswer::State {
                     state: state.to_string(),
                     message,
+                    reaction: reaction.filter(|_| !running),
                 })
             }
         }
@@ -617,7 +662,7 @@ impl Agent {
         use hafen_driver_api::resource::{AgentResult, RunningState};
         let mut managed = self.managed_ocf.lock().expect("managed lock poisoned");
         let running = match operation {
-            OcfOperation::Start => true,
+            OcfOperation::Start | OcfOperation::Promote | OcfOperation::Demote => true,
             OcfOperation::Stop => {
                 if outcome.reaction_against(AgentResult::Success).is_none() {
                     managed.remove(name);

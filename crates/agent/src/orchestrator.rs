@@ -4,6 +4,8 @@
 //! generation, so a new leader can tell what was in flight and an agent can refuse a
 //! stale order. One operation per resource at a time.
 
+mod clones;
+
 use crate::liveness::Liveness;
 use crate::local::Agent;
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
@@ -482,6 +484,11 @@ impl Orchestrator {
 
     /// Starts a resource and waits until it runs (or fails).
     pub async fn start(&self, name: &str) -> Result<ResourceState, OrchestratorError> {
+        let state = self.state().await?;
+        if Self::is_clone(&state, name) {
+            // A clone's instances are placed by the reconciler.
+            return Ok(state.runtime.get(name).cloned().unwrap_or_default());
+        }
         let _slot = self.claim_queued(name).await?;
         self.start_claimed(name, None).await
     }
@@ -541,22 +548,28 @@ impl Orchestrator {
                 host: Some(host.clone()),
                 new_assignment: true,
                 error: None,
+                reaction: None,
             })
             .await?;
         let request = Self::start_request(&state, name, generation)?;
         let outcome = self.call(&state, &host, request, START_TIMEOUT).await;
-        let (phase, error) = match outcome {
-            Ok(answer) if answer.state() == Some("running") => (Phase::Running, None),
-            Ok(AgentAnswer::Failed { error }) => (Phase::Failed, Some(error)),
+        let (phase, error, reaction) = match outcome {
+            Ok(answer) if answer.state() == Some("running") => (Phase::Running, None, None),
+            Ok(AgentAnswer::Failed { error, reaction }) => (Phase::Failed, Some(error), reaction),
             Ok(answer) if answer.state().is_some() => (
                 Phase::Failed,
                 Some(format!(
                     "started but {}",
                     answer.state().unwrap_or_default()
                 )),
+                None,
             ),
-            Ok(other) => (Phase::Failed, Some(format!("unexpected answer {other:?}"))),
-            Err(error) => (Phase::Failed, Some(error.to_string())),
+            Ok(other) => (
+                Phase::Failed,
+                Some(format!("unexpected answer {other:?}")),
+                None,
+            ),
+            Err(error) => (Phase::Failed, Some(error.to_string()), None),
         };
         self.commit(Transition {
             resource: name.to_string(),
@@ -565,6 +578,7 @@ impl Orchestrator {
             host: Some(host.clone()),
             new_assignment: false,
             error: error.clone(),
+            reaction,
         })
         .await?;
         match error {
@@ -579,6 +593,10 @@ impl Orchestrator {
 
     /// Stops a resource (ACPI power-down, then quit, then kill) and waits until it is stopped.
     pub async fn stop(&self, name: &str) -> Result<(), OrchestratorError> {
+        let state = self.state().await?;
+        if Self::is_clone(&state, name) {
+            return self.stop_instances(&state, name).await;
+        }
         let _slot = self.claim_queued(name).await?;
         self.stop_claimed(name).await
     }
@@ -600,6 +618,7 @@ impl Orchestrator {
             host: Some(host.clone()),
             new_assignment: false,
             error: None,
+            reaction: None,
         })
         .await?;
         let request = Self::stop_request(&state, name)?;
@@ -614,7 +633,7 @@ impl Orchestrator {
         let error = match answer {
             Ok(AgentAnswer::Done) => None,
             Ok(answer) if answer.state() == Some("stopped") => None,
-            Ok(AgentAnswer::Failed { error }) => Some(error),
+            Ok(AgentAnswer::Failed { error, .. }) => Some(error),
             Ok(other) => Some(format!("unexpected answer {other:?}")),
             Err(error) => Some(error.to_string()),
         };
@@ -634,6 +653,7 @@ impl Orchestrator {
             },
             new_assignment: false,
             error: error.clone(),
+            reaction: None,
         })
         .await?;
         match error {
@@ -761,6 +781,7 @@ impl Orchestrator {
             host: Some(source.clone()),
             new_assignment: false,
             error: None,
+            reaction: None,
         })
         .await?;
         let pools = state.config.pools.clone();
@@ -783,6 +804,7 @@ impl Orchestrator {
                     host: Some(target.clone()),
                     new_assignment: true,
                     error: None,
+                    reaction: None,
                 })
                 .await?;
                 steps.mark("commit new assignment");
@@ -813,6 +835,7 @@ impl Orchestrator {
                     host: Some(source.clone()),
                     new_assignment: false,
                     error: Some(format!("migration to {target} failed: {error}")),
+                    reaction: None,
                 })
                 .await?;
                 // The move did not happen: its constraint must not make the reconciler try again.
@@ -845,7 +868,7 @@ impl Orchestrator {
         let timeout = Duration::from_millis(MIGRATION_TIMEOUT_MS);
         let expect_done = |answer: Result<AgentAnswer, OrchestratorError>| match answer {
             Ok(AgentAnswer::Done) => Ok(()),
-            Ok(AgentAnswer::Failed { error }) => Err(error),
+            Ok(AgentAnswer::Failed { error, .. }) => Err(error),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(error) => Err(error.to_string()),
         };
@@ -865,7 +888,7 @@ impl Orchestrator {
         steps.mark("prepare destination");
         let address = match prepared {
             Ok(AgentAnswer::Incoming { address }) => address,
-            Ok(AgentAnswer::Failed { error }) => {
+            Ok(AgentAnswer::Failed { error, .. }) => {
                 return Err(format!("destination {target}: {error}"));
             }
             Ok(other) => return Err(format!("destination {target}: unexpected answer {other:?}")),
@@ -949,7 +972,7 @@ impl Orchestrator {
         steps.mark("end source");
         match completed {
             Ok(answer @ AgentAnswer::Migrated { .. }) => Ok(answer),
-            Ok(AgentAnswer::Failed { error }) => {
+            Ok(AgentAnswer::Failed { error, .. }) => {
                 Err(format!("source {source} could not finish: {error}"))
             }
             Ok(other) => Err(format!("source {source}: unexpected answer {other:?}")),
@@ -1017,7 +1040,9 @@ impl Orchestrator {
         let alive = self.alive_nodes(&state);
         let state = Arc::new(state);
         for name in state.config.resources.keys() {
-            if self.busy.lock().expect("busy lock poisoned").contains(name) {
+            if Self::is_clone(&state, name)
+                || self.busy.lock().expect("busy lock poisoned").contains(name)
+            {
                 continue;
             }
             let runtime = state.runtime.get(name).cloned().unwrap_or_default();
@@ -1028,7 +1053,7 @@ impl Orchestrator {
             let monitor = matches!(
                 (&runtime.phase, &runtime.host),
                 (Phase::Running, Some(host)) if alive.contains(host)
-            ) && self.monitor_due(&state, name);
+            ) && self.monitor_due(&state, name, name);
             if !settle && !monitor {
                 continue;
             }
@@ -1048,6 +1073,7 @@ impl Orchestrator {
                 }
             });
         }
+        self.monitor_instances(&state, &alive);
         let Ok(state) = self.state().await else {
             return;
         };
@@ -1137,6 +1163,9 @@ impl Orchestrator {
             return false;
         }
         tracing::info!(%action, "carrying out");
+        if Self::is_clone(&self.local_state(), &name) {
+            return self.carry_out_on_instance(action).await;
+        }
         let result = match action.kind.clone() {
             hafen_scheduler::ActionKind::Start { host } => self.try_start_on(&name, host).await,
             hafen_scheduler::ActionKind::Stop { .. } => self.try_stop(&name).await,
@@ -1383,7 +1412,7 @@ impl Orchestrator {
     /// A running VM whose process vanished is marked failed (and restarted by the next pass).
     /// Whether a running resource's monitor is due (its interval passed since the last
     /// one); VMs are checked every second. Marks it as checked when due.
-    fn monitor_due(&self, state: &ClusterState, name: &str) -> bool {
+    fn monitor_due(&self, state: &ClusterState, name: &str, key: &str) -> bool {
         let interval = match state
             .config
             .resources
@@ -1398,12 +1427,12 @@ impl Orchestrator {
         let now = Instant::now();
         let mut last = self.last_monitor.lock().expect("lock poisoned");
         if last
-            .get(name)
+            .get(key)
             .is_some_and(|at| now.duration_since(*at) < interval)
         {
             return false;
         }
-        last.insert(name.to_string(), now);
+        last.insert(key.to_string(), now);
         true
     }
 
@@ -1424,12 +1453,18 @@ impl Orchestrator {
             AgentAnswer::State {
                 state: found,
                 message,
-            } => Some(format!("found {found} by the monitor: {message}")),
-            AgentAnswer::Vm { state: found, .. } => Some(format!("found {found} by the monitor")),
-            AgentAnswer::Failed { error } => Some(error.clone()),
-            other => Some(format!("unexpected answer {other:?}")),
+                reaction,
+            } => Some((
+                format!("found {found} by the monitor: {message}"),
+                *reaction,
+            )),
+            AgentAnswer::Vm { state: found, .. } => {
+                Some((format!("found {found} by the monitor"), None))
+            }
+            AgentAnswer::Failed { error, reaction } => Some((error.clone(), *reaction)),
+            other => Some((format!("unexpected answer {other:?}"), None)),
         };
-        if let Some(error) = failure {
+        if let Some((error, reaction)) = failure {
             self.commit(Transition {
                 resource: name.to_string(),
                 generation: runtime.generation,
@@ -1437,6 +1472,7 @@ impl Orchestrator {
                 host: Some(host.to_string()),
                 new_assignment: false,
                 error: Some(error),
+                reaction,
             })
             .await?;
         }
@@ -1480,6 +1516,7 @@ impl Orchestrator {
             host,
             new_assignment,
             error: Some("settled after a leader change".to_string()),
+            reaction: None,
         })
         .await
         .map(|_| ())

@@ -1,6 +1,6 @@
 //! Requests and answers between the leader's orchestrator and node agents (`/internal/agent/<op>`).
 
-use hafen_model::resource::{OcfResourceConfig, PoolConfig, VmConfig};
+use hafen_model::resource::{FailureReaction, OcfResourceConfig, PoolConfig, VmConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -77,6 +77,15 @@ pub enum AgentRequest {
         name: String,
         ocf: OcfResourceConfig,
     },
+    /// Promotable clones: promote or demote the instance on this host.
+    OcfPromote {
+        name: String,
+        ocf: OcfResourceConfig,
+    },
+    OcfDemote {
+        name: String,
+        ocf: OcfResourceConfig,
+    },
     /// `probe`: a one-shot monitor (interval 0), as when learning where a resource runs.
     OcfMonitor {
         name: String,
@@ -114,11 +123,17 @@ pub enum AgentAnswer {
     /// The operation failed; the message names what went wrong.
     Failed {
         error: String,
+        /// For a resource agent's failure: how it is to be recovered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reaction: Option<FailureReaction>,
     },
     /// A resource agent's view: `running`, `stopped`, `promoted`, `failed` or `unknown`.
     State {
         state: String,
         message: String,
+        /// When the state is a failure of a running resource: how it is to be recovered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reaction: Option<FailureReaction>,
     },
     Metadata {
         metadata: serde_json::Value,

@@ -387,6 +387,26 @@ pub struct ResourceAddRequest {
     pub host: Option<String>,
     /// Start it right away (default true).
     pub start: Option<bool>,
+    /// Run it as a clone (`--clone`, `--promotable`).
+    #[serde(default)]
+    pub clone: Option<CloneSpec>,
+}
+
+/// A clone's shape: `clone-max` (default one per host), promotable with `promoted-max`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct CloneSpec {
+    pub max: Option<u32>,
+    #[serde(default)]
+    pub promotable: bool,
+    pub promoted_max: Option<u32>,
+}
+
+/// One instance of a clone.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceInfo {
+    pub node: String,
+    pub state: String,
+    pub promoted: bool,
 }
 
 /// Any resource as `resource list` / `resource show` present it.
@@ -402,4 +422,10 @@ pub struct ResourceInfo {
     pub parameters: std::collections::BTreeMap<String, String>,
     pub last_error: Option<String>,
     pub fail_counts: std::collections::BTreeMap<String, u32>,
+    /// Clones: every instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceInfo>,
+    /// Clones: `clone`, or `promotable clone`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<String>,
 }

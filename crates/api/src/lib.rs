@@ -84,7 +84,7 @@ pub type SharedContext = Arc<ApiContext>;
         vms::list_constraints,
         vms::add_constraint,
         vms::remove_constraint,
-        vms::cleanup_resource,
+        resources::cleanup_resource,
         resources::list_resources,
         resources::show_resource,
         resources::add_resource,
@@ -168,7 +168,10 @@ pub fn router(context: SharedContext) -> Router {
             "/constraints/{id}",
             axum::routing::delete(vms::remove_constraint),
         )
-        .route("/resources/{name}/cleanup", post(vms::cleanup_resource))
+        .route(
+            "/resources/{name}/cleanup",
+            post(resources::cleanup_resource),
+        )
         .route(
             "/resources",
             get(resources::list_resources).post(resources::add_resource),

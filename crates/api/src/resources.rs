@@ -35,7 +35,41 @@ pub(crate) fn resource_info(state: &ClusterState, name: &str) -> Option<Resource
         parameters,
         last_error: runtime.last_error.clone(),
         fail_counts: runtime.fail_counts.clone(),
+        instances: runtime
+            .instances
+            .iter()
+            .map(|(host, instance)| hafen_api_types::InstanceInfo {
+                node: host.clone(),
+                state: instance.phase.name().to_string(),
+                promoted: instance.promoted,
+            })
+            .collect(),
+        clone: resource.clone.map(|clone| {
+            if clone.promotable {
+                "promotable clone".to_string()
+            } else {
+                "clone".to_string()
+            }
+        }),
     })
+}
+
+/// `resource cleanup`: forgets a resource's (VM or agent) failures, so the scheduler may
+/// place it where they had banned it.
+#[utoipa::path(post, path = "/api/v1/resources/{name}/cleanup", responses((status = 200, body = ResourceInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn cleanup_resource(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<ResourceInfo> {
+    crate::handlers::submit(
+        &context,
+        &headers,
+        hafen_model::Command::CleanupResource { name: name.clone() },
+    )
+    .await?;
+    let state = context.replica.read(Clone::clone).await?;
+    Ok(Json(lookup(&state, &name)?))
 }
 
 fn lookup(state: &ClusterState, name: &str) -> Result<ResourceInfo, ApiError> {
@@ -45,7 +79,7 @@ fn lookup(state: &ClusterState, name: &str) -> Result<ResourceInfo, ApiError> {
 
 fn agent_failure(answer: AgentAnswer) -> Result<AgentAnswer, ApiError> {
     match answer {
-        AgentAnswer::Failed { error } => Err(ApiError::Invalid(error)),
+        AgentAnswer::Failed { error, .. } => Err(ApiError::Invalid(error)),
         other => Ok(other),
     }
 }
@@ -96,6 +130,14 @@ pub(crate) async fn add_resource(
         target_role: TargetRole::Stopped,
         priority: 0,
         preferred_host: request.host.clone(),
+        clone: request
+            .clone
+            .map(|spec| hafen_model::resource::CloneConfig {
+                max: spec.max,
+                node_max: 1,
+                promotable: spec.promotable,
+                promoted_max: spec.promoted_max.unwrap_or(1),
+            }),
     };
     let state = context.replica.read(Clone::clone).await?;
     let change = ConfigChange::AddResource { resource };
@@ -124,7 +166,10 @@ pub(crate) async fn add_resource(
             },
         )
         .await?;
-        context.orchestrator.start(&request.name).await?;
+        // A clone's instances are placed by the reconciler; a primitive starts now.
+        if request.clone.is_none() {
+            context.orchestrator.start(&request.name).await?;
+        }
     }
     let state = context.replica.read(Clone::clone).await?;
     Ok(Json(lookup(&state, &request.name)?))
@@ -161,6 +206,33 @@ async fn probe(
             active.push(host);
         }
     }
+    let cloned = state
+        .config
+        .resources
+        .get(name)
+        .is_some_and(|resource| resource.clone.is_some());
+    if cloned {
+        // A clone may run everywhere: every copy found becomes an instance.
+        for host in &active {
+            crate::handlers::submit_step(
+                context,
+                headers,
+                &format!("probe-{host}"),
+                Command::InstanceTransition {
+                    transition: hafen_model::resource::InstanceTransition {
+                        resource: name.to_string(),
+                        host: host.clone(),
+                        phase: Phase::Running,
+                        promoted: false,
+                        error: None,
+                        reaction: None,
+                    },
+                },
+            )
+            .await?;
+        }
+        return Ok(());
+    }
     let Some(keeper) = active.first().cloned() else {
         return Ok(());
     };
@@ -178,7 +250,7 @@ async fn probe(
                 std::time::Duration::from_millis(ocf.operation_timeout_ms),
             )
             .await?;
-        if let AgentAnswer::Failed { error } = answer {
+        if let AgentAnswer::Failed { error, .. } = answer {
             return Err(ApiError::Failed(format!(
                 "{name} runs on {host} too and could not be stopped there: {error}"
             )));
@@ -202,6 +274,7 @@ async fn probe(
                         active.join(", ")
                     )
                 }),
+                reaction: None,
             },
         },
     )
@@ -294,7 +367,7 @@ pub(crate) async fn list_agents(State(context): State<SharedContext>) -> ApiResu
         .await
     {
         AgentAnswer::Agents { agents } => Ok(Json(agents)),
-        AgentAnswer::Failed { error } => Err(ApiError::Failed(error)),
+        AgentAnswer::Failed { error, .. } => Err(ApiError::Failed(error)),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
 }
@@ -311,7 +384,7 @@ pub(crate) async fn agent_info(
         .await
     {
         AgentAnswer::Metadata { metadata } => Ok(Json(metadata)),
-        AgentAnswer::Failed { error } => Err(ApiError::NotFound(error)),
+        AgentAnswer::Failed { error, .. } => Err(ApiError::NotFound(error)),
         other => Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
 }

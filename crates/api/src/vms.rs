@@ -180,6 +180,7 @@ pub(crate) async fn create_vm(
         },
         priority: 0,
         preferred_host: request.host.clone(),
+        clone: None,
     };
     if let Some(host) = &request.host
         && !state.nodes.keys().any(|node| node.as_str() == host)
@@ -218,7 +219,7 @@ pub(crate) async fn create_vm(
             pools: state.config.pools.clone(),
         })
         .await;
-    if let AgentAnswer::Failed { error } = created {
+    if let AgentAnswer::Failed { error, .. } = created {
         return Err(ApiError::Failed(format!(
             "cannot create volume {volume}: {error}"
         )));
@@ -390,7 +391,7 @@ pub(crate) async fn delete_vm(
                 pools: state.config.pools.clone(),
             })
             .await;
-        if let AgentAnswer::Failed { error } = answer {
+        if let AgentAnswer::Failed { error, .. } = answer {
             tracing::warn!(vm = %name, volume = %disk.volume, %error, "volume of a deleted vm not removed");
         }
     }
@@ -526,20 +527,4 @@ pub(crate) async fn remove_constraint(
 ) -> ApiResult<crate::handlers::Done> {
     configure(&context, &headers, ConfigChange::RemoveConstraint { id }).await?;
     Ok(Json(crate::handlers::Done { done: true }))
-}
-
-#[utoipa::path(post, path = "/api/v1/resources/{name}/cleanup", responses((status = 200, body = VmInfo), (status = 404, body = hafen_api_types::ErrorBody)))]
-pub(crate) async fn cleanup_resource(
-    State(context): State<SharedContext>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> ApiResult<VmInfo> {
-    crate::handlers::submit(
-        &context,
-        &headers,
-        Command::CleanupResource { name: name.clone() },
-    )
-    .await?;
-    let state = context.replica.read(Clone::clone).await?;
-    Ok(Json(lookup(&state, &name)?))
 }

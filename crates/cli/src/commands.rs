@@ -661,7 +661,17 @@ async fn resource(global: &GlobalArgs, command: crate::ResourceCommand) -> anyho
             op,
             host,
             no_start,
+            clone,
+            promotable,
+            clone_max,
+            promoted_max,
         } => {
+            let clone = (clone || promotable || clone_max.is_some() || promoted_max.is_some())
+                .then_some(hafen_api_types::CloneSpec {
+                    max: clone_max,
+                    promotable: promotable || promoted_max.is_some(),
+                    promoted_max,
+                });
             let mut values = std::collections::BTreeMap::new();
             for parameter in &parameters {
                 let (key, value) = parameter
@@ -693,6 +703,7 @@ async fn resource(global: &GlobalArgs, command: crate::ResourceCommand) -> anyho
                     timeout_ms: timeout,
                     host,
                     start: Some(!no_start),
+                    clone,
                 })
                 .await?;
             show(&info);

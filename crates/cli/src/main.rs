@@ -209,7 +209,7 @@ pub enum ResourceCommand {
     /// Add a resource run by a standard agent: `resource add web ocf:heartbeat:Dummy fake=x --op monitor interval=10s timeout=20s`.
     Add {
         name: String,
-        /// `ocf:<provider>:<type>`.
+        /// `ocf:<provider>:<type>` or `systemd:<unit>`.
         agent: String,
         /// Agent parameters as `name=value`.
         parameters: Vec<String>,
@@ -220,6 +220,16 @@ pub enum ResourceCommand {
         host: Option<String>,
         #[arg(long)]
         no_start: bool,
+        /// Run as a clone: an instance on every eligible host (or `--clone-max`).
+        #[arg(long)]
+        clone: bool,
+        /// Run as a promotable clone (implies --clone): one instance promoted.
+        #[arg(long)]
+        promotable: bool,
+        #[arg(long)]
+        clone_max: Option<u32>,
+        #[arg(long)]
+        promoted_max: Option<u32>,
     },
     List,
     Show {

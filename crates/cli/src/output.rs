@@ -270,14 +270,39 @@ pub fn resources_table(resources: &[hafen_api_types::ResourceInfo]) -> String {
     for resource in resources {
         rows.push([
             resource.name.clone(),
-            resource.kind.clone(),
+            match &resource.clone {
+                Some(clone) => format!("{} ({clone})", resource.kind),
+                None => resource.kind.clone(),
+            },
             resource.state.clone(),
-            resource.node.clone().unwrap_or_else(|| "-".to_string()),
+            instances_or_node(resource),
             resource.target.clone(),
             resource.last_error.clone().unwrap_or_default(),
         ]);
     }
     table(&rows)
+}
+
+/// A primitive's node, or a clone's instances as `node1 (promoted), node2, node3`.
+fn instances_or_node(resource: &hafen_api_types::ResourceInfo) -> String {
+    if resource.clone.is_none() {
+        return resource.node.clone().unwrap_or_else(|| "-".to_string());
+    }
+    if resource.instances.is_empty() {
+        return "-".to_string();
+    }
+    resource
+        .instances
+        .iter()
+        .map(
+            |instance| match (instance.promoted, instance.state.as_str()) {
+                (true, "running") => format!("{} (promoted)", instance.node),
+                (_, "running") => instance.node.clone(),
+                (_, state) => format!("{} ({state})", instance.node),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An agent's meta-data: its parameters with required flags, types and defaults, then its actions.

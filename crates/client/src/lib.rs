@@ -486,7 +486,7 @@ impl Client {
         .await
     }
 
-    pub async fn cleanup_resource(&self, name: &str) -> Result<VmInfo, ClientError> {
+    pub async fn cleanup_resource(&self, name: &str) -> Result<ResourceInfo, ClientError> {
         self.call(
             Method::POST,
             &format!("/api/v1/resources/{}/cleanup", encode(name)),

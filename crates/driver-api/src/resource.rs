@@ -539,6 +539,14 @@ pub enum OperationError {
     InvalidParameterValue { resource: String, name: String },
     #[error("agent {agent} is not handled by this driver")]
     UnsupportedAgent { agent: AgentRef },
+    /// The agent's class cannot run on this host at all (`systemd:` where systemd is not
+    /// the service manager).
+    #[error("node {node} cannot run {agent}: {reason}")]
+    ClassUnavailable {
+        node: String,
+        agent: AgentRef,
+        reason: String,
+    },
     #[error("cannot run {action} of agent {agent}: {source}")]
     Spawn {
         agent: AgentRef,
@@ -574,6 +582,8 @@ pub enum ListAgentsError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot list agents with {command}: {reason}")]
+    Command { command: String, reason: String },
 }
 
 /// What an agent declares about itself.

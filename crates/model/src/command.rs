@@ -68,6 +68,10 @@ pub enum Command {
     Transition {
         transition: crate::resource::Transition,
     },
+    /// A clone instance's runtime state changed on one host.
+    InstanceTransition {
+        transition: crate::resource::InstanceTransition,
+    },
     /// A no-op with no effect but an event, used by tests and benchmarks as a cheap write.
     Noop,
 }
@@ -83,6 +87,7 @@ impl Command {
             Command::Join { .. } => "join",
             Command::RemoveNode { .. } => "remove-node",
             Command::Transition { .. } => "transition",
+            Command::InstanceTransition { .. } => "instance-transition",
             Command::SetNodeMode { .. } => "set-node-mode",
             Command::CleanupResource { .. } => "cleanup-resource",
             Command::HostSuspected { .. } => "host-suspected",

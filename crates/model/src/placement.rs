@@ -59,6 +59,7 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
         })
         .collect();
     let mut locations = Vec::new();
+    let mut clones = Vec::new();
     let resources = config
         .resources
         .values()
@@ -77,15 +78,38 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
                     ..Location::default()
                 });
             }
-            let instances = match (&runtime.phase, &runtime.host) {
-                (Phase::Stopped, _) | (_, None) => Vec::new(),
-                (Phase::Failed, Some(host)) => vec![Instance {
-                    host: host.clone(),
-                    promoted: false,
-                    failed: true,
-                }],
-                (_, Some(host)) => vec![Instance::on(host.clone())],
+            let instances = if resource.clone.is_some() {
+                runtime
+                    .instances
+                    .iter()
+                    .filter(|(_, instance)| instance.phase != Phase::Stopped)
+                    .map(|(host, instance)| Instance {
+                        host: host.clone(),
+                        promoted: instance.promoted,
+                        failed: instance.phase == Phase::Failed,
+                    })
+                    .collect()
+            } else {
+                match (&runtime.phase, &runtime.host) {
+                    (Phase::Stopped, _) | (_, None) => Vec::new(),
+                    (Phase::Failed, Some(host)) => vec![Instance {
+                        host: host.clone(),
+                        promoted: false,
+                        failed: true,
+                    }],
+                    (_, Some(host)) => vec![Instance::on(host.clone())],
+                }
             };
+            if let Some(clone) = resource.clone {
+                clones.push(hafen_scheduler::ResourceClone {
+                    name: format!("{}-clone", resource.name),
+                    resource: resource.name.clone(),
+                    max: clone.max,
+                    node_max: clone.node_max,
+                    promotable: clone.promotable,
+                    promoted_max: clone.promoted_max,
+                });
+            }
             let mut scheduled = Resource::new(resource.name.clone());
             scheduled.kind = resource.kind.name().to_string();
             scheduled.instances = instances;
@@ -130,6 +154,7 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
         options,
         hosts,
         resources,
+        clones,
         constraints: Constraints {
             locations,
             ..Constraints::default()

@@ -25,13 +25,62 @@ pub struct ResourceConfig {
     /// Preferred host for the first placement (`vm create --host`); a hint, not a ban.
     #[serde(default)]
     pub preferred_host: Option<String>,
+    /// Run as a clone: several instances (resource agents only, never VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneConfig>,
+}
+
+/// A clone's shape, as Pacemaker's clone meta-attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneConfig {
+    /// `clone-max`; `None`: one instance per eligible host.
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// `clone-node-max`: instances per host (hafen runs one).
+    #[serde(default = "one")]
+    pub node_max: u32,
+    /// A promotable clone: instances run unpromoted or promoted (`promote`/`demote`).
+    #[serde(default)]
+    pub promotable: bool,
+    /// `promoted-max`.
+    #[serde(default = "one")]
+    pub promoted_max: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One instance of a clone on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct InstanceState {
+    pub phase: Phase,
+    /// Promotable clones: runs in the promoted role.
+    #[serde(default)]
+    pub promoted: bool,
+}
+
+/// A clone instance's transition on one host, committed by the leader after the agent
+/// reported the outcome. `Stopped` removes the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceTransition {
+    pub resource: String,
+    pub host: String,
+    pub phase: Phase,
+    #[serde(default)]
+    pub promoted: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<FailureReaction>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResourceKind {
     Vm(VmConfig),
-    /// A standard OCF resource agent (`ocf:heartbeat:Dummy`, `ocf:heartbeat:IPaddr2`, ...).
+    /// A standard resource agent: OCF (`ocf:heartbeat:Dummy`, `ocf:heartbeat:IPaddr2`, ...)
+    /// or a systemd unit (`systemd:cron`).
     Ocf(OcfResourceConfig),
 }
 
@@ -45,10 +94,10 @@ impl ResourceKind {
     }
 }
 
-/// An OCF agent with its parameters and operation settings.
+/// A resource agent (OCF or systemd) with its parameters and operation settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OcfResourceConfig {
-    /// `ocf:<provider>:<type>`.
+    /// `ocf:<provider>:<type>` or `systemd:<unit>` (units take no parameters).
     pub agent: String,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
@@ -177,6 +226,9 @@ pub struct ResourceState {
     pub last_error: Option<String>,
     /// Failures per host.
     pub fail_counts: BTreeMap<String, u32>,
+    /// Clones: the instance per host.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instances: BTreeMap<String, InstanceState>,
 }
 
 /// A runtime transition, committed by the leader after an agent reported the outcome.
@@ -192,7 +244,27 @@ pub struct Transition {
     pub new_assignment: bool,
     #[serde(default)]
     pub error: Option<String>,
+    /// For a failure: how the agent's result is to be treated (Pacemaker's reactions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<FailureReaction>,
 }
+
+/// How a failure is recovered, as OCF and Pacemaker classify agent results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReaction {
+    /// Transient: counts one failure on the host; recovered in place or moved once the
+    /// host's failures reach `migration-threshold`.
+    Soft,
+    /// Specific to this host (agent not installed, wrong privileges...): banned there.
+    Hard,
+    /// Wrong everywhere (bad configuration): stopped everywhere, started nowhere until
+    /// `resource cleanup`.
+    Fatal,
+}
+
+/// The fail count that bans a resource from a host (INFINITY).
+pub const FAIL_COUNT_INFINITY: u32 = 1_000_000;
 
 /// A location constraint: a score for running `resource` on `host` (±1,000,000 is ±INFINITY).
 ///

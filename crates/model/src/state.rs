@@ -255,6 +255,9 @@ impl ClusterState {
                 Ok(self.commit_config(next, change.summary(), envelope))
             }
             Command::Transition { transition } => self.transition(transition, now_ms),
+            Command::InstanceTransition { transition } => {
+                self.instance_transition(transition, now_ms)
+            }
             Command::HostSuspected { name } => {
                 let node = self.node_mut(name)?;
                 if node.fencing != crate::fencing::Fencing::None {
@@ -290,6 +293,10 @@ impl ClusterState {
                         runtime.host = None;
                         runtime.last_error = Some(format!("host {name} was fenced"));
                         released.push(resource.clone());
+                    }
+                    if runtime.instances.remove(name.as_str()).is_some() {
+                        runtime.last_error = Some(format!("host {name} was fenced"));
+                        released.push(format!("{resource} (instance)"));
                     }
                 }
                 self.event(
@@ -480,16 +487,118 @@ impl ClusterState {
         next.phase = transition.phase.clone();
         next.host = transition.host.clone();
         next.last_error = transition.error.clone();
+        let mut reaction = "";
         if transition.phase == Phase::Failed
             && let Some(host) = &transition.host
         {
-            *next.fail_counts.entry(host.clone()).or_insert(0) += 1;
+            reaction = self.count_failure(&mut next, host, transition.reaction);
         }
         let message = match (&transition.error, &next.host) {
-            (Some(error), Some(host)) => format!("{name} {} on {host}: {error}", next.phase.name()),
+            (Some(error), Some(host)) => {
+                format!("{name} {} on {host}: {error}{reaction}", next.phase.name())
+            }
             (Some(error), None) => format!("{name} {}: {error}", next.phase.name()),
             (None, Some(host)) => format!("{name} {} on {host}", next.phase.name()),
             (None, None) => format!("{name} {}", next.phase.name()),
+        };
+        let generation = next.generation;
+        self.runtime.insert(name.clone(), next);
+        self.event(now_ms, "resource", message);
+        Ok(Outcome::Transitioned { generation })
+    }
+
+    /// Counts a failure of a resource on `host` as its reaction says; returns the event's
+    /// note on the reaction.
+    fn count_failure(
+        &self,
+        runtime: &mut ResourceState,
+        host: &str,
+        reaction: Option<crate::resource::FailureReaction>,
+    ) -> &'static str {
+        use crate::resource::{FAIL_COUNT_INFINITY, FailureReaction};
+        match reaction.unwrap_or(FailureReaction::Soft) {
+            FailureReaction::Soft => {
+                let count = runtime.fail_counts.entry(host.to_string()).or_insert(0);
+                *count = count.saturating_add(1).min(FAIL_COUNT_INFINITY);
+                ""
+            }
+            FailureReaction::Hard => {
+                runtime
+                    .fail_counts
+                    .insert(host.to_string(), FAIL_COUNT_INFINITY);
+                " (hard error: banned from this host until `resource cleanup`)"
+            }
+            FailureReaction::Fatal => {
+                for node in self.nodes.values() {
+                    runtime
+                        .fail_counts
+                        .insert(node.name.to_string(), FAIL_COUNT_INFINITY);
+                }
+                " (fatal error: stopped everywhere, started nowhere until `resource cleanup`)"
+            }
+        }
+    }
+
+    /// A clone instance's transition; `Stopped` removes the instance.
+    fn instance_transition(
+        &mut self,
+        transition: &crate::resource::InstanceTransition,
+        now_ms: u64,
+    ) -> ApplyResult {
+        let name = &transition.resource;
+        let Some(config) = self.config.resources.get(name) else {
+            return Err(Rejection::NotFound(format!("no resource named {name}")));
+        };
+        if config.clone.is_none() {
+            return Err(Rejection::Invalid(format!("{name} is not a clone")));
+        }
+        let host = &transition.host;
+        if !self.nodes.keys().any(|node| node.as_str() == host) {
+            return Err(Rejection::NotFound(format!("no node named {host}")));
+        }
+        let mut next = self.runtime.get(name).cloned().unwrap_or_default();
+        let mut reaction = "";
+        if transition.phase == Phase::Failed {
+            reaction = self.count_failure(&mut next, host, transition.reaction);
+        }
+        if transition.phase == Phase::Stopped {
+            next.instances.remove(host);
+        } else {
+            next.instances.insert(
+                host.clone(),
+                crate::resource::InstanceState {
+                    phase: transition.phase.clone(),
+                    promoted: transition.promoted,
+                },
+            );
+        }
+        if transition.error.is_some() {
+            next.last_error = transition.error.clone();
+        }
+        // The clone as a whole: running where any instance runs.
+        next.phase = if next
+            .instances
+            .values()
+            .any(|instance| instance.phase == Phase::Running)
+        {
+            Phase::Running
+        } else if next.instances.is_empty() {
+            Phase::Stopped
+        } else {
+            transition.phase.clone()
+        };
+        next.host = None;
+        let role = if transition.promoted && transition.phase == Phase::Running {
+            " (promoted)"
+        } else {
+            ""
+        };
+        let message = match &transition.error {
+            Some(error) => format!(
+                "{name} {} on {host}{role}: {error}{reaction}",
+                transition.phase.name()
+            ),
+            None => format!("{name} {} on {host}{role}", transition.phase.name()),
         };
         let generation = next.generation;
         self.runtime.insert(name.clone(), next);

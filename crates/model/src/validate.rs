@@ -178,9 +178,16 @@ fn ocf_resource(what: &str, ocf: &crate::resource::OcfResourceConfig) -> Result<
             && !part.starts_with('.')
     };
     let parts: Vec<&str> = ocf.agent.split(':').collect();
-    if !(parts.len() == 3 && parts[0] == "ocf" && word(parts[1]) && word(parts[2])) {
+    let is_ocf = parts.len() == 3 && parts[0] == "ocf" && word(parts[1]) && word(parts[2]);
+    // A unit name as systemd allows it (`getty@tty1`, `foo\x2dbar.mount`), never a path.
+    let is_systemd = ocf.agent.strip_prefix("systemd:").is_some_and(|unit| {
+        !unit.is_empty()
+            && !unit.starts_with('.')
+            && unit.chars().all(|c| c.is_ascii_graphic() && c != '/')
+    });
+    if !(is_ocf || is_systemd) {
         return Err(invalid(format!(
-            "{what}: agent {:?} is not ocf:<provider>:<type>",
+            "{what}: agent {:?} is neither ocf:<provider>:<type> nor systemd:<unit>",
             ocf.agent
         )));
     }
@@ -208,6 +215,18 @@ pub fn resource(config: &ClusterConfig, resource: &ResourceConfig) -> Result<(),
     let what = format!("{} {}", resource.kind.name(), resource.name);
     if let Some(host) = &resource.preferred_host {
         name(&format!("{what} preferred host"), host)?;
+    }
+    if let Some(clone) = &resource.clone {
+        if matches!(resource.kind, ResourceKind::Vm(_)) {
+            return Err(invalid(format!(
+                "{what}: a VM cannot be cloned (it would run twice)"
+            )));
+        }
+        if clone.max == Some(0) || clone.node_max != 1 || !(1..=64).contains(&clone.promoted_max) {
+            return Err(invalid(format!(
+                "{what}: clone-max must be at least 1, clone-node-max 1 and promoted-max between 1 and 64"
+            )));
+        }
     }
     match &resource.kind {
         ResourceKind::Vm(config_vm) => vm(config, &what, config_vm),
@@ -251,4 +270,71 @@ pub fn constraint(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{OcfResourceConfig, TargetRole};
+
+    fn agent_resource(agent: &str) -> ResourceConfig {
+        ResourceConfig {
+            name: "svc".to_string(),
+            kind: ResourceKind::Ocf(OcfResourceConfig {
+                agent: agent.to_string(),
+                parameters: Default::default(),
+                monitor_interval_ms: 10_000,
+                operation_timeout_ms: 20_000,
+            }),
+            target_role: TargetRole::Stopped,
+            priority: 0,
+            preferred_host: None,
+            clone: None,
+        }
+    }
+
+    #[test]
+    fn clones_of_vms_and_empty_clones_are_refused() {
+        let config = ClusterConfig::default();
+        let mut clone = agent_resource("ocf:pacemaker:Stateful");
+        clone.clone = Some(crate::resource::CloneConfig {
+            max: Some(0),
+            node_max: 1,
+            promotable: true,
+            promoted_max: 1,
+        });
+        let error = resource(&config, &clone).unwrap_err().to_string();
+        assert!(error.contains("clone-max"), "{error}");
+        clone.clone = Some(crate::resource::CloneConfig {
+            max: None,
+            node_max: 1,
+            promotable: true,
+            promoted_max: 1,
+        });
+        resource(&config, &clone).unwrap();
+    }
+
+    // Proves both agent classes are accepted and anything else, or a unit name that could
+    // be a path, is refused naming the agent.
+    #[test]
+    fn resource_agents_are_ocf_or_systemd() {
+        let config = ClusterConfig::default();
+        for agent in [
+            "ocf:heartbeat:Dummy",
+            "systemd:cron",
+            "systemd:getty@tty1.service",
+        ] {
+            resource(&config, &agent_resource(agent)).unwrap();
+        }
+        for agent in [
+            "lsb:cron",
+            "ocf:heartbeat",
+            "systemd:",
+            "systemd:../x",
+            "systemd:.x",
+        ] {
+            let error = resource(&config, &agent_resource(agent)).unwrap_err();
+            assert!(error.to_string().contains(agent), "{error}");
+        }
+    }
 }

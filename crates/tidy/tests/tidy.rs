@@ -197,6 +197,7 @@ fn each_outside_system_is_known_to_one_crate() {
     let owners: BTreeMap<&str, &str> = [
         ("qmp_capabilities", "driver-qemu"),
         ("OCF_RESKEY_", "driver-ocf"),
+        ("systemctl", "driver-systemd"),
     ]
     .into_iter()
     .collect();

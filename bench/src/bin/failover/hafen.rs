@@ -217,6 +217,7 @@ impl Bed {
                     timeout_ms: Some(20_000),
                     host: Some(home.clone()),
                     start: Some(true),
+                    clone: None,
                 };
                 client
                     .add_resource(&request)

@@ -104,7 +104,10 @@ struct Cluster {
 impl Cluster {
     fn start(label: &'static str, tuned: bool) -> Result<Cluster, String> {
         let state_dir = std::env::temp_dir().join(STATE_DIR_NAME);
-        remove_topology(&state_dir);
+        let leftovers = remove_topology(&state_dir);
+        if leftovers {
+            eprintln!("{label}: removed the leftovers of an earlier run");
+        }
         let mut cluster = Cluster {
             label,
             state_dir,
@@ -112,7 +115,7 @@ impl Cluster {
             observer: 0,
             installed_fence_agent: false,
         };
-        cluster.installed_fence_agent = install_fence_agent()?;
+        cluster.installed_fence_agent = install_fence_agent(leftovers)?;
         eprintln!(
             "{label}: creating namespaces hafen-pm1..3 and {SWITCH_NAMESPACE} ({SUBNET_PREFIX}.0/24)"
         );
@@ -288,22 +291,23 @@ impl Cluster {
         let mut running: Option<f64> = None;
         let mut last_error = String::new();
         while running.is_none() || fenced.is_none() {
+            self.check_daemons()?;
             if killed_at.elapsed() > FAILOVER_DEADLINE {
                 let mut missing = Vec::new();
                 if detected.is_none() {
-                    missing.push("saw it offline".to_string());
+                    missing.push("seeing it offline".to_string());
                 }
                 if fenced.is_none() {
-                    missing.push("fenced it".to_string());
+                    missing.push("fencing it".to_string());
                 }
                 if running.is_none() {
-                    missing.push(format!("started {} elsewhere", moved.join(", ")));
+                    missing.push(format!("starting {} elsewhere", moved.join(", ")));
                 }
                 return Err(format!(
-                    "run {}: {} s after {victim_name} was killed the survivors had not {}{}",
+                    "run {}: {} s after {victim_name} was killed the survivors were still not done {}{}",
                     run + 1,
                     FAILOVER_DEADLINE.as_secs(),
-                    missing.join(", nor "),
+                    missing.join(", "),
                     if last_error.is_empty() {
                         String::new()
                     } else {
@@ -404,25 +408,28 @@ impl Cluster {
 
     /// Fails when a host's daemons exited on their own (a killed host has none).
     fn check_daemons(&mut self) -> Result<(), String> {
-        for host in 0..HOSTS.len() {
-            let Some(child) = self.daemons[host].as_mut() else {
-                continue;
-            };
-            if let Ok(Some(exit)) = child.try_wait() {
-                self.daemons[host] = None;
-                let log = self.daemon_log(host);
-                let text = fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(format!(
-                    "the daemons of {} exited ({exit}); {}: {}",
-                    HOSTS[host],
-                    log.display(),
-                    tail.join(" | ")
-                ));
-            }
-        }
-        Ok(())
+        let exited = self
+            .daemons
+            .iter_mut()
+            .enumerate()
+            .find_map(|(host, daemon)| {
+                let exit = daemon.as_mut()?.try_wait().ok()??;
+                *daemon = None;
+                Some((host, exit))
+            });
+        let Some((host, exit)) = exited else {
+            return Ok(());
+        };
+        let log = self.daemon_log(host);
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let mut tail: Vec<&str> = text.lines().rev().take(5).collect();
+        tail.reverse();
+        Err(format!(
+            "the daemons of {} exited ({exit}); {}: {}",
+            HOSTS[host],
+            log.display(),
+            tail.join(" | ")
+        ))
     }
 
     fn status(&self, host: usize) -> Result<Status, String> {
@@ -474,7 +481,7 @@ impl Drop for Cluster {
                 reap(child);
             }
         }
-        remove_topology(&self.state_dir);
+        let _ = remove_topology(&self.state_dir);
         if self.installed_fence_agent {
             let _ = fs::remove_file(FENCE_AGENT_PATH);
         }
@@ -819,11 +826,12 @@ fn stop_root_namespace_daemons(label: &str) -> Result<(), String> {
 }
 
 /// Puts the project's fence agent where pacemaker's fencer looks for agents. Returns
-/// whether it was absent (and so is ours to remove).
-fn install_fence_agent() -> Result<bool, String> {
+/// whether it is ours to remove: it was absent, or `crashed_run` (an earlier run that
+/// did not clean up) left it.
+fn install_fence_agent(crashed_run: bool) -> Result<bool, String> {
     let existing = fs::read_to_string(FENCE_AGENT_PATH).ok();
     if existing.as_deref() == Some(FENCE_AGENT) {
-        return Ok(false);
+        return Ok(crashed_run);
     }
     let temporary = format!("{FENCE_AGENT_PATH}.hafen-bench");
     fs::write(&temporary, FENCE_AGENT)
@@ -890,12 +898,15 @@ fn create_network() -> Result<(), String> {
 }
 
 /// Kills every process of this benchmark's namespaces, deletes them and the state
-/// directory: the teardown, and the cleanup of a crashed run's leftovers.
-fn remove_topology(state_dir: &Path) {
+/// directory: the teardown, and the cleanup of a crashed run's leftovers. Returns
+/// whether there was anything to remove.
+fn remove_topology(state_dir: &Path) -> bool {
+    let mut found = false;
     for name in all_namespaces() {
         if !namespace_exists(&name) {
             continue;
         }
+        found = true;
         if let Err(error) = kill_namespace(&name) {
             eprintln!("cleanup: {error}");
         }
@@ -907,10 +918,12 @@ fn remove_topology(state_dir: &Path) {
         }
     }
     if state_dir.exists() {
+        found = true;
         if let Err(error) = fs::remove_dir_all(state_dir) {
             eprintln!("cleanup: cannot remove {}: {error}", state_dir.display());
         }
     }
+    found
 }
 
 /// Powers a namespace host off: SIGKILL to every process in it until none is left.

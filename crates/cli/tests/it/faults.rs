@@ -233,6 +233,7 @@ impl FaultBed {
             timeout_ms: Some(20_000),
             host: None,
             start: Some(true),
+            clone: None,
         };
         dummy.parameters.insert("fake".into(), "x".into());
         runtime.block_on(client.add_resource(&dummy)).unwrap();

@@ -6,21 +6,6 @@ use crate::support::*;
 use hafen_api_types::{NodeState, ResourceAddRequest};
 use std::time::{Duration, Instant};
 
-fn power_off(namespace: &str) {
-    let output = std::process::Command::new("ip")
-        .args(["netns", "pids", namespace])
-        .output()
-        .unwrap();
-    for pid in String::from_utf8_lossy(&output.stdout).split_whitespace() {
-        if let Ok(pid) = pid.parse::<i32>() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
 #[test]
 fn a_powered_off_host_is_fenced_then_its_vm_and_resource_recover_elsewhere() {
     let _serial = serial();
@@ -62,6 +47,7 @@ fn a_powered_off_host_is_fenced_then_its_vm_and_resource_recover_elsewhere() {
         timeout_ms: Some(20_000),
         host: Some(host.clone()),
         start: Some(true),
+        clone: None,
     };
     dummy.parameters.insert("fake".into(), "x".into());
     let web = runtime.block_on(client.add_resource(&dummy)).unwrap();

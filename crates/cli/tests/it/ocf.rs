@@ -1,5 +1,7 @@
-//! OCF resources in a real cluster, run by Debian's unchanged `ocf:heartbeat:Dummy`: parameter
-//! validation at configuration time, probes that find copies started by hand, monitor-driven recovery.
+//! Resource agents in a real cluster: Debian's unchanged `ocf:heartbeat:Dummy` (parameter
+//! validation at configuration time, probes that find copies started by hand, monitor-driven
+//! recovery), a service address by `ocf:heartbeat:IPaddr2` failing over with its host, and
+//! `systemd:` units refused where systemd does not run.
 
 use crate::support::*;
 use hafen_api_types::ResourceAddRequest;
@@ -47,6 +49,7 @@ fn add(name: &str, parameters: &[(&str, &str)]) -> ResourceAddRequest {
         timeout_ms: Some(20_000),
         host: None,
         start: Some(true),
+        clone: None,
     }
 }
 
@@ -118,4 +121,249 @@ fn ocf_resources_are_validated_probed_monitored_and_recovered() {
     for node in ["node1", "node2", "node3"] {
         assert!(!runs_on(&cluster, node, "web"), "web still runs on {node}");
     }
+}
+
+/// `hafen ARGS` as an operator runs it against the dev cluster.
+fn cli(cluster: &DevCluster, args: &[&str]) -> std::process::Output {
+    hafen()
+        .env(
+            "HAFEN_CREDENTIALS",
+            cluster.file["credentials_file"].as_str().unwrap(),
+        )
+        .env_remove("HAFEN_SERVER")
+        .env_remove("HAFEN_TOKEN")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+// Proves a `systemd:` resource is refused before anything is committed where the leader
+// cannot run it. On a host without systemd (this machine: PID 1 is not systemd) the refusal
+// names the node and says systemd is not running, and `agent list` shows no units; where
+// systemd runs, an unknown unit is refused as not installed. The CLI prints the refusal and
+// exits non-zero; the resource list and the configuration epoch are unchanged.
+#[test]
+fn a_systemd_resource_is_refused_where_it_cannot_run() {
+    let _serial = serial();
+    let cluster = DevCluster::up(1, &[]);
+    let runtime = runtime();
+    let client = cluster.client().with_deadline(Duration::from_secs(30));
+    let before = runtime.block_on(client.status()).unwrap();
+    let systemd_runs = std::path::Path::new("/run/systemd/system").is_dir();
+    let (agent, refusal) = if systemd_runs {
+        (
+            "systemd:hafen-test-no-such-unit",
+            "not installed".to_string(),
+        )
+    } else {
+        (
+            "systemd:cron",
+            "node node1 cannot run systemd:cron: systemd is not running".to_string(),
+        )
+    };
+
+    let output = cli(&cluster, &["resource", "add", "svc", agent]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "the resource was added: {stderr}");
+    assert!(stderr.contains(&refusal), "{stderr}");
+    let request = ResourceAddRequest {
+        name: "svc".into(),
+        agent: agent.into(),
+        parameters: Default::default(),
+        monitor_interval_ms: None,
+        timeout_ms: None,
+        host: None,
+        start: Some(true),
+        clone: None,
+    };
+    let error = runtime.block_on(client.add_resource(&request)).unwrap_err();
+    assert!(error.to_string().contains(&refusal), "{error}");
+
+    let after = runtime.block_on(client.status()).unwrap();
+    assert_eq!(
+        after.epoch, before.epoch,
+        "a configuration change was committed"
+    );
+    assert!(runtime.block_on(client.resources()).unwrap().is_empty());
+    let listed = cli(&cluster, &["resource", "list"]);
+    assert!(listed.status.success());
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("svc"));
+
+    let agents = runtime.block_on(client.agents()).unwrap();
+    assert!(agents.iter().any(|agent| agent == "ocf:heartbeat:Dummy"));
+    if !systemd_runs {
+        assert!(
+            !agents.iter().any(|agent| agent.starts_with("systemd:")),
+            "{agents:?}"
+        );
+        let info = cli(&cluster, &["agent", "info", "systemd:cron"]);
+        let stderr = String::from_utf8_lossy(&info.stderr);
+        assert!(!info.status.success());
+        assert!(stderr.contains("systemd is not running"), "{stderr}");
+    }
+}
+
+const SERVICE_IP: &str = "10.213.0.50";
+
+fn ip_json(args: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new("ip")
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ip {args:?} failed");
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// The hardware address of a namespace host's bridge: the one its ARP answers carry.
+fn bridge_mac(namespace: &str) -> String {
+    ip_json(&["-n", namespace, "link", "show", "br0"])[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn holds_address(namespace: &str, address: &str) -> bool {
+    let links = ip_json(&["-n", namespace, "addr", "show", "dev", "br0"]);
+    links[0]["addr_info"]
+        .as_array()
+        .is_some_and(|addresses| addresses.iter().any(|entry| entry["local"] == address))
+}
+
+/// Which bridge answers for `address` from the root namespace, if any. A TCP connection
+/// attempt to the API port makes the root namespace resolve the address by ARP; the host
+/// holding it answers (no daemon listens on this address, so its kernel refuses the
+/// connection: an answer all the same), and the root's neighbour entry then names that
+/// host's bridge. Nobody holding it means no answer at all.
+async fn answering_mac(address: &str) -> Option<String> {
+    let connect = tokio::net::TcpStream::connect((address, 7000));
+    match tokio::time::timeout(Duration::from_secs(1), connect).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        _ => return None,
+    }
+    let neighbours = ip_json(&["neigh", "show", "to", address]);
+    neighbours[0]["lladdr"].as_str().map(str::to_string)
+}
+
+/// A power-off as far as a namespace can have one. `fence_hafen_netns` (and `power_off`)
+/// kill every process, but the namespace's kernel keeps its addresses and goes on answering
+/// ARP and TCP for them, IPaddr2's address included: a powered-off machine answers nothing.
+/// So its links go down too, which is what the switch sees when a machine loses power. The
+/// service address is deliberately not removed from the dead host: nobody can do that to a
+/// machine that is off, and the test must not do the cluster's work for it.
+fn power_off_with_network(namespace: &str) {
+    power_off(namespace);
+    for link in ip_json(&["-n", namespace, "link", "show"])
+        .as_array()
+        .unwrap()
+    {
+        let name = link["ifname"].as_str().unwrap();
+        if name != "lo" {
+            let status = std::process::Command::new("ip")
+                .args(["-n", namespace, "link", "set", name, "down"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot take {name} down in {namespace}");
+        }
+    }
+}
+
+// Proves a service address fails over with its host: Debian's unchanged IPaddr2 adds
+// 10.213.0.50 to a namespace host's bridge; the root namespace reaches it there (its ARP
+// answer carries that host's bridge address). The host is powered off; the leader fences
+// it, then starts the address on another host, and the root namespace reaches it there.
+#[test]
+fn a_service_address_fails_over_with_its_host() {
+    let _serial = serial();
+    let cluster = DevCluster::up(3, &["--netns"]);
+    let runtime = runtime();
+    let client = cluster.client().with_deadline(Duration::from_secs(30));
+    let namespace = |host: &str| format!("hafen-{host}");
+    let hosts = ["node1", "node2", "node3"];
+    let leader = runtime.block_on(leader(&client)).unwrap();
+    // Not the leader, so the failure detector is not reset by an election.
+    let first = hosts.into_iter().find(|host| *host != leader).unwrap();
+    let request = ResourceAddRequest {
+        name: "vip".into(),
+        agent: "ocf:heartbeat:IPaddr2".into(),
+        parameters: [("ip", SERVICE_IP), ("cidr_netmask", "24"), ("nic", "br0")]
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+        monitor_interval_ms: Some(1000),
+        timeout_ms: Some(20_000),
+        host: Some(first.to_string()),
+        start: Some(true),
+        clone: None,
+    };
+    let added = runtime.block_on(client.add_resource(&request)).unwrap();
+    assert_eq!(
+        (added.state.as_str(), added.node.as_deref()),
+        ("running", Some(first)),
+        "{added:?}"
+    );
+    for host in hosts {
+        assert_eq!(
+            holds_address(&namespace(host), SERVICE_IP),
+            host == first,
+            "{SERVICE_IP} on {host}"
+        );
+    }
+    let first_mac = bridge_mac(&namespace(first));
+    runtime.block_on(eventually(
+        "the service address to answer from its first host",
+        Duration::from_secs(10),
+        || async { (answering_mac(SERVICE_IP).await? == first_mac).then_some(()) },
+    ));
+
+    let powered_off = std::time::Instant::now();
+    power_off_with_network(&namespace(first));
+    let moved = runtime.block_on(eventually(
+        "the service address to run on another host",
+        Duration::from_secs(60),
+        || async {
+            let vip = client.resource("vip").await.ok()?;
+            let host = vip.node.filter(|host| host != first)?;
+            (vip.state == "running").then_some(host)
+        },
+    ));
+    let moved_after = powered_off.elapsed();
+    assert!(holds_address(&namespace(&moved), SERVICE_IP));
+    let third = hosts
+        .into_iter()
+        .find(|host| *host != first && *host != moved)
+        .unwrap();
+    assert!(!holds_address(&namespace(third), SERVICE_IP));
+    // The dead host keeps the address in its (dead) configuration, but nothing runs there
+    // and its links are down: it answers nothing.
+    assert!(namespace_processes(&namespace(first)).is_empty());
+    let moved_mac = bridge_mac(&namespace(&moved));
+    runtime.block_on(eventually(
+        "the service address to answer from its new host",
+        Duration::from_secs(30),
+        || async { (answering_mac(SERVICE_IP).await? == moved_mac).then_some(()) },
+    ));
+    let answering_after = powered_off.elapsed();
+    println!(
+        "{SERVICE_IP} moved from {first} to {moved}: running after {:.2} s, answering after {:.2} s",
+        moved_after.as_secs_f64(),
+        answering_after.as_secs_f64()
+    );
+
+    // I2 from the event log: the old host was fenced before the address started elsewhere.
+    let events = runtime.block_on(client.events(None)).unwrap();
+    let fenced_at = events
+        .iter()
+        .position(|event| event.message.starts_with(&format!("node {first} fenced")))
+        .expect("fence event");
+    let started_at = events
+        .iter()
+        .position(|event| {
+            event
+                .message
+                .starts_with(&format!("vip starting on {moved}"))
+        })
+        .expect("start event on the new host");
+    assert!(fenced_at < started_at, "{events:?}");
 }

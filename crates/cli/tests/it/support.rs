@@ -247,8 +247,8 @@ pub async fn leader(client: &Client) -> Option<String> {
     client.status().await.ok()?.leader
 }
 
-/// Process ids of QEMU processes inside a network namespace.
-pub fn qemu_processes(namespace: &str) -> Vec<i32> {
+/// Every process inside a network namespace.
+pub fn namespace_processes(namespace: &str) -> Vec<i32> {
     let output = Command::new("ip")
         .args(["netns", "pids", namespace])
         .output()
@@ -256,6 +256,23 @@ pub fn qemu_processes(namespace: &str) -> Vec<i32> {
     String::from_utf8_lossy(&output.stdout)
         .split_whitespace()
         .filter_map(|pid| pid.parse::<i32>().ok())
+        .collect()
+}
+
+/// "Powers off" a namespace host as `fence_hafen_netns` does: kills every process in it.
+pub fn power_off(namespace: &str) {
+    for pid in namespace_processes(namespace) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Process ids of QEMU processes inside a network namespace.
+pub fn qemu_processes(namespace: &str) -> Vec<i32> {
+    namespace_processes(namespace)
+        .into_iter()
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| comm.trim().starts_with("qemu-system"))
