@@ -10,22 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Sends `heartbeat` to the leader every `interval`, renewing `lease` with each answer.
 pub async fn heartbeat_loop(
     replica: Replica,
     peer: PeerClient,
     liveness: Arc<Liveness>,
     lease: Arc<Lease>,
-    name: String,
+    heartbeat: Heartbeat,
     interval: Duration,
-    watchdog_timeout_ms: Option<u64>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let body = serde_json::to_vec(&Heartbeat {
-        node_id: replica.node_id(),
-        name,
-        watchdog_timeout_ms,
-    })
-    .expect("heartbeat serializes");
+    let body = serde_json::to_vec(&heartbeat).expect("heartbeat serializes");
     // Each beat is its own request, bounded by the lease: under packet loss a late answer
     // still renews the lease (it runs from the send time), so it is worth waiting for.
     let request_timeout = liveness.lease;

@@ -138,12 +138,15 @@ pub async fn run(
             peer,
             liveness,
             lease,
-            node.name.clone(),
+            hafen_api_types::Heartbeat {
+                node_id: node.node_id,
+                name: node.name.clone(),
+                watchdog_timeout_ms: config
+                    .watchdog_device
+                    .as_ref()
+                    .map(|_| config.watchdog_timeout_ms),
+            },
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
-            config
-                .watchdog_device
-                .as_ref()
-                .map(|_| config.watchdog_timeout_ms),
             stopped.clone(),
         )),
         tokio::spawn(hafen_agent::lease::guard_loop(
