@@ -1294,8 +1294,15 @@ impl Orchestrator {
                     self.fence_host(state, &name).await.map(|_| ())
                 }
                 Fencing::Fenced { .. } if alive.contains(&name) => {
-                    self.commit_command(Command::HostRejoined { name: name.clone() })
-                        .await
+                    let rejoined = self
+                        .commit_command(Command::HostRejoined { name: name.clone() })
+                        .await;
+                    if rejoined.is_ok() {
+                        // It starts clean: whatever its agents still report active there
+                        // (state left on its disk) is stopped before it takes work.
+                        self.clean_rejoined(state, &name).await;
+                    }
+                    rejoined
                 }
                 _ => Ok(()),
             };

@@ -205,3 +205,87 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod clone_tests {
+    use super::*;
+    use crate::resource::{CloneConfig, InstanceState, OcfResourceConfig, ResourceConfig};
+
+    #[test]
+    fn a_returning_host_gets_a_clone_instance() {
+        let mut state = ClusterState::default();
+        for (id, name) in [(1, "node1"), (2, "node2"), (3, "node3")] {
+            state.nodes.insert(
+                crate::NodeName::new(name).unwrap(),
+                crate::NodeRecord {
+                    name: crate::NodeName::new(name).unwrap(),
+                    node_id: id,
+                    address: format!("127.0.0.1:{}", 7000 + id),
+                    role: NodeRole::Member,
+                    joined_ms: 0,
+                    mode: NodeMode::Online,
+                    fencing: crate::fencing::Fencing::None,
+                    self_fencing: None,
+                },
+            );
+        }
+        state.config.resources.insert(
+            "db".into(),
+            ResourceConfig {
+                name: "db".into(),
+                kind: ResourceKind::Ocf(OcfResourceConfig {
+                    agent: "ocf:pacemaker:Stateful".into(),
+                    parameters: Default::default(),
+                    monitor_interval_ms: 1000,
+                    operation_timeout_ms: 20_000,
+                }),
+                target_role: TargetRole::Started,
+                priority: 0,
+                preferred_host: None,
+                clone: Some(CloneConfig {
+                    max: None,
+                    node_max: 1,
+                    promotable: true,
+                    promoted_max: 1,
+                }),
+            },
+        );
+        let runtime = state.runtime.entry("db".into()).or_default();
+        runtime.phase = Phase::Running;
+        runtime.fail_counts.insert("node1".into(), 1);
+        runtime.instances.insert(
+            "node2".into(),
+            InstanceState {
+                phase: Phase::Running,
+                promoted: true,
+            },
+        );
+        runtime.instances.insert(
+            "node3".into(),
+            InstanceState {
+                phase: Phase::Running,
+                promoted: false,
+            },
+        );
+        let alive: BTreeSet<String> = ["node1", "node2", "node3"]
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        let view = scheduler_view(&state, &alive, 0);
+        let plan = hafen_scheduler::schedule(
+            &view,
+            &hafen_scheduler::Request {
+                now_ms: 0,
+                include_scores: true,
+            },
+        )
+        .unwrap();
+        println!("{}", serde_json::to_string_pretty(&plan).unwrap());
+        assert!(
+            plan.actions
+                .iter()
+                .any(|action| action.to_string().contains("node1")),
+            "{plan:?}"
+        );
+    }
+}

@@ -320,3 +320,65 @@ impl Orchestrator {
         Ok(())
     }
 }
+
+impl Orchestrator {
+    /// Probes every agent resource on a host that rejoined after fencing and stops what it
+    /// still reports active (demoting a promoted copy first): nothing there is assigned,
+    /// since fencing released all of it.
+    pub(super) async fn clean_rejoined(&self, state: &ClusterState, host: &str) {
+        let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
+        let permits = &tokio::sync::Semaphore::new(parallelism.max(1));
+        let probes = state.config.resources.iter().filter_map(|(name, resource)| {
+            let ResourceKind::Ocf(ocf) = &resource.kind else {
+                return None;
+            };
+            Some(async move {
+                let Ok(_permit) = permits.acquire().await else {
+                    return;
+                };
+                let key = if resource.clone.is_some() {
+                    slot_key(name, host)
+                } else {
+                    name.clone()
+                };
+                let Ok(_slot) = self.claim_queued(&key).await else {
+                    return;
+                };
+                let timeout = Duration::from_millis(ocf.operation_timeout_ms);
+                let probe = AgentRequest::OcfMonitor {
+                    name: name.clone(),
+                    ocf: ocf.clone(),
+                    probe: true,
+                };
+                let found = match self.call(state, host, probe, timeout).await {
+                    Ok(answer) => answer.state().unwrap_or("unknown").to_string(),
+                    Err(error) => {
+                        tracing::warn!(resource = %name, %host, %error, "probe after rejoin failed");
+                        return;
+                    }
+                };
+                if found == "stopped" {
+                    return;
+                }
+                tracing::warn!(resource = %name, %host, %found, "a rejoined host still reports it active; stopping it there");
+                if found == "promoted" {
+                    let demote = AgentRequest::OcfDemote {
+                        name: name.clone(),
+                        ocf: ocf.clone(),
+                    };
+                    let _ = self.call(state, host, demote, timeout).await;
+                }
+                let stop = AgentRequest::OcfStop {
+                    name: name.clone(),
+                    ocf: ocf.clone(),
+                };
+                if let Ok(AgentAnswer::Failed { error, .. }) | Err(OrchestratorError::Failed(error)) =
+                    self.call(state, host, stop, timeout).await
+                {
+                    tracing::error!(resource = %name, %host, %error, "could not stop a stale copy on a rejoined host");
+                }
+            })
+        });
+        futures::future::join_all(probes).await;
+    }
+}
