@@ -4,8 +4,8 @@ use crate::lease::Lease;
 use crate::protocol::{AgentAnswer, AgentRequest, Pools};
 use crate::resource_drivers::ResourceDrivers;
 use hafen_driver_api::hypervisor::{
-    BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, NicBackend, NicSpec, OutgoingMigration,
-    StopRequest, VmSpec, VmState,
+    BootSpec, DiskBus, DiskCache, DiskSpec, Hypervisor, MigrationReport, NicBackend, NicSpec,
+    OutgoingMigration, StopRequest, VmSpec, VmState,
 };
 use hafen_driver_api::resource::ResourceAgent;
 use hafen_driver_api::storage::{CreateVolume, StoragePool, VolumeFormat};
@@ -61,10 +61,16 @@ pub struct Agent {
     /// The resource-agent resources this agent started (or found running when asked),
     /// with their configuration, so it can stop them when it self-fences.
     managed_ocf: std::sync::Mutex<BTreeMap<String, OcfResourceConfig>>,
+    /// Sources of finished migrations being ended in the background, by VM name; each
+    /// receiver turns true once its process is gone.
+    ending: std::sync::Mutex<BTreeMap<String, tokio::sync::watch::Receiver<bool>>>,
 }
 
 /// How long a start waits for the lease of a node that just joined or regained contact.
 const LEASE_WAIT: Duration = Duration::from_secs(2);
+/// Bound on waiting for a migration's source to end; the driver's own bounds on `quit`
+/// and SIGKILL are shorter.
+const ENDING_WAIT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -187,6 +193,7 @@ impl Agent {
             generations: std::sync::Mutex::new(BTreeMap::new()),
             lease: Arc::default(),
             managed_ocf: std::sync::Mutex::new(BTreeMap::new()),
+            ending: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -332,8 +339,71 @@ impl Agent {
         }
     }
 
+    /// The VM a request acts on, for the requests that must not meet a migration's source
+    /// still being ended (kill does not wait: it ends that copy too).
+    fn vm_named(request: &AgentRequest) -> Option<&str> {
+        match request {
+            AgentRequest::Start { name, .. }
+            | AgentRequest::Stop { name, .. }
+            | AgentRequest::Status { name, .. }
+            | AgentRequest::PrepareIncoming { name, .. }
+            | AgentRequest::AwaitIncoming { name, .. }
+            | AgentRequest::MigrateOutgoing { name, .. }
+            | AgentRequest::CompleteOutgoing { name, .. }
+            | AgentRequest::AbortOutgoing { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Waits (bounded) until the source of a finished migration of `name` is gone, so
+    /// whatever follows for that VM here (its migration back, say) never meets it.
+    async fn wait_ended(&self, name: &str) {
+        let pending = self
+            .ending
+            .lock()
+            .expect("ending lock poisoned")
+            .get(name)
+            .cloned();
+        let Some(mut ended) = pending else {
+            return;
+        };
+        if tokio::time::timeout(ENDING_WAIT, ended.wait_for(|gone| *gone))
+            .await
+            .is_err()
+        {
+            tracing::error!(vm = %name, "the source of a finished migration is still not gone");
+        }
+    }
+
+    /// Ends the paused source of a finished migration in the background (`quit`, SIGKILL
+    /// if it does not go), so the leader need not wait for the process to exit. Requests
+    /// naming the VM wait for the end first ([`Agent::wait_ended`]), which also keeps
+    /// anything from resuming this copy before the driver has marked it as ending.
+    fn end_outgoing(&self, name: String, driver: Arc<QemuDriver>) {
+        let (gone, ended) = tokio::sync::watch::channel(false);
+        {
+            let mut ending = self.ending.lock().expect("ending lock poisoned");
+            ending.retain(|_, ended| !*ended.borrow());
+            ending.insert(name.clone(), ended);
+        }
+        tokio::spawn(async move {
+            if let Err(error) = driver.complete_outgoing(&name).await {
+                // The destination runs the guest: this copy must go whatever state it is in.
+                tracing::error!(vm = %name, %error, "the source of a finished migration did not end; killing it");
+                let _ = driver.adopt(&name).await;
+                if let Err(error) = driver.kill(&name).await {
+                    tracing::error!(vm = %name, %error, "the source of a finished migration cannot be killed");
+                }
+            }
+            let _ = gone.send(true);
+        });
+    }
+
     async fn perform(&self, request: AgentRequest) -> Result<AgentAnswer, AgentError> {
         let driver_error = |error: &dyn std::fmt::Display| AgentError::Driver(error.to_string());
+        if let Some(name) = Self::vm_named(&request) {
+            self.wait_ended(name).await;
+        }
         Ok(match request {
             AgentRequest::Start {
                 name,
@@ -435,20 +505,26 @@ impl Agent {
                     )
                     .await
                     .map_err(|e| driver_error(&e))?;
-                AgentAnswer::Done
-            }
-            AgentRequest::CompleteOutgoing { name, pools } => {
-                let report = self
-                    .driver(&pools)
-                    .await?
-                    .complete_outgoing(&name)
-                    .await
-                    .map_err(|e| driver_error(&e))?;
+                // Sent and paused for good: a failure to read the figures must not look
+                // like a failed transfer (the leader would discard the destination).
+                let report = driver.outgoing_report(&name).await.unwrap_or_else(|error| {
+                    tracing::warn!(vm = %name, %error, "no figures of the finished migration");
+                    MigrationReport {
+                        total_time_ms: 0,
+                        downtime_ms: 0,
+                        transferred_bytes: 0,
+                    }
+                });
                 AgentAnswer::Migrated {
                     total_time_ms: report.total_time_ms,
                     downtime_ms: report.downtime_ms,
                     transferred_bytes: report.transferred_bytes,
                 }
+            }
+            AgentRequest::CompleteOutgoing { name, pools } => {
+                let driver = self.driver(&pools).await?;
+                self.end_outgoing(name, driver);
+                AgentAnswer::Done
             }
             AgentRequest::AbortOutgoing { name, pools } => {
                 self.driver(&pools)

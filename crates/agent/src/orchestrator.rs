@@ -120,6 +120,9 @@ pub struct Orchestrator {
     last_monitor: Mutex<BTreeMap<String, Instant>>,
     /// This node's own watchdog, declared by the leader's fencing pass when it leads.
     watchdog_timeout_ms: Option<u64>,
+    /// The members this leader has seen answer since they last came back (per term): a
+    /// member that comes back (or joins) is probed once.
+    seen_alive: Mutex<(u64, BTreeSet<String>)>,
     fence: hafen_driver_fence::FenceDriver,
     proposals: std::sync::atomic::AtomicU64,
 }
@@ -175,6 +178,7 @@ impl Orchestrator {
     ) -> Self {
         Self {
             watchdog_timeout_ms,
+            seen_alive: Mutex::new((0, BTreeSet::new())),
             replica,
             peer,
             local,
@@ -268,10 +272,25 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Alive nodes that may take work: a member that came back this term takes none until
+    /// its probe found what it still runs (`probe_returning`).
+    fn ready_nodes(&self, state: &ClusterState) -> BTreeSet<String> {
+        let alive = self.alive_nodes(state);
+        let term = self.replica.status().term;
+        let seen = self.seen_alive.lock().expect("lock poisoned");
+        if seen.0 != term {
+            return alive;
+        }
+        alive
+            .into_iter()
+            .filter(|host| seen.1.contains(host) || *host == self.local_name)
+            .collect()
+    }
+
     /// The scheduler's plan for the current state.
     pub fn plan(&self, state: &ClusterState) -> Result<hafen_scheduler::Plan, OrchestratorError> {
         let view =
-            hafen_model::placement::scheduler_view(state, &self.alive_nodes(state), now_ms());
+            hafen_model::placement::scheduler_view(state, &self.ready_nodes(state), now_ms());
         hafen_scheduler::schedule(
             &view,
             &hafen_scheduler::Request {
@@ -721,8 +740,10 @@ impl Orchestrator {
         record: Vec<Command>,
     ) -> Result<MigrationFigures, OrchestratorError> {
         let started = Instant::now();
+        let mut steps = Steps::new();
         let _slot = self.claim_queued(name).await?;
         self.check_migration(name, to).await?;
+        steps.mark("check");
         let recorded: Vec<String> = record
             .iter()
             .filter_map(|command| match command {
@@ -735,7 +756,9 @@ impl Orchestrator {
         for command in record {
             self.commit_command(command).await?;
         }
-        let state = self.state().await?;
+        // The check confirmed the leadership; the local replica has applied everything up
+        // to the records just committed, so reading it needs no second round.
+        let state = self.local_state();
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let source = match (&runtime.phase, &runtime.host) {
@@ -772,8 +795,7 @@ impl Orchestrator {
             })?,
         };
         let generation = runtime.generation;
-        let mut steps = Steps::new();
-        steps.mark("read state");
+        steps.mark("record move");
         self.commit(Transition {
             resource: name.to_string(),
             generation,
@@ -797,17 +819,47 @@ impl Orchestrator {
             .await;
         match result {
             Ok(report) => {
-                self.commit(Transition {
-                    resource: name.to_string(),
-                    generation,
-                    phase: Phase::Running,
-                    host: Some(target.clone()),
-                    new_assignment: true,
-                    error: None,
-                    reaction: None,
-                })
-                .await?;
-                steps.mark("commit new assignment");
+                // The guest runs on the target and the source is paused for good: record the
+                // new assignment and order the source's end together. The source's agent
+                // answers once nothing can resume that copy and ends the process in the
+                // background (what follows for the VM on that host waits for it).
+                let (committed, ended) = futures::future::join(
+                    self.commit(Transition {
+                        resource: name.to_string(),
+                        generation,
+                        phase: Phase::Running,
+                        host: Some(target.clone()),
+                        new_assignment: true,
+                        error: None,
+                        reaction: None,
+                    }),
+                    self.call(
+                        &state,
+                        &source,
+                        AgentRequest::CompleteOutgoing {
+                            name: name.to_string(),
+                            pools: pools.clone(),
+                        },
+                        Duration::from_secs(30),
+                    ),
+                )
+                .await;
+                match ended {
+                    Ok(AgentAnswer::Done) => {}
+                    // Paused after a completed migration, that copy cannot run the guest and
+                    // nothing resumes it; the error says a process is left on the source.
+                    Ok(AgentAnswer::Failed { error, .. }) => {
+                        tracing::error!(vm = %name, host = %source, %error, "the source of a finished migration was not ended");
+                    }
+                    Ok(other) => {
+                        tracing::error!(vm = %name, host = %source, ?other, "the source of a finished migration was not ended");
+                    }
+                    Err(error) => {
+                        tracing::error!(vm = %name, host = %source, %error, "the source of a finished migration was not ended");
+                    }
+                }
+                committed?;
+                steps.mark("commit new assignment, end source");
                 let AgentAnswer::Migrated {
                     total_time_ms,
                     downtime_ms,
@@ -915,23 +967,48 @@ impl Orchestrator {
             timeout_ms: MIGRATION_TIMEOUT_MS,
             pools: pools.clone(),
         };
-        if let Err(error) = expect_done(self.call(state, source, outgoing, timeout).await) {
-            discard_destination().await;
-            return Err(format!("source {source}: {error}"));
-        }
+        // The destination's wait for the guest is asked for together with the transfer, so
+        // its answer needs no further round trip once the source has sent everything. Its
+        // bound covers the transfer too.
+        let await_timeout = timeout + Duration::from_secs(30);
+        let mut awaiting = Box::pin(self.call(
+            state,
+            target,
+            AgentRequest::AwaitIncoming {
+                name: name.to_string(),
+                timeout_ms: u64::try_from(await_timeout.as_millis()).unwrap_or(u64::MAX),
+                pools: pools.clone(),
+            },
+            await_timeout,
+        ));
+        let mut sending = Box::pin(self.call(state, source, outgoing, timeout));
+        let mut awaited = None;
+        let sent = loop {
+            tokio::select! {
+                sent = &mut sending => break sent,
+                answer = &mut awaiting, if awaited.is_none() => awaited = Some(answer),
+            }
+        };
+        let report = match sent {
+            Ok(report @ AgentAnswer::Migrated { .. }) => report,
+            other => {
+                // The source runs the guest again (its driver resumed it); the destination
+                // never got the whole state. Stop waiting for it and discard it.
+                drop(awaiting);
+                discard_destination().await;
+                let error = match other {
+                    Ok(AgentAnswer::Failed { error, .. }) => error,
+                    Ok(other) => format!("unexpected answer {other:?}"),
+                    Err(error) => error.to_string(),
+                };
+                return Err(format!("source {source}: {error}"));
+            }
+        };
         steps.mark("transfer");
-        let awaited = self
-            .call(
-                state,
-                target,
-                AgentRequest::AwaitIncoming {
-                    name: name.to_string(),
-                    timeout_ms: 30_000,
-                    pools: pools.clone(),
-                },
-                timeout,
-            )
-            .await;
+        let awaited = match awaited {
+            Some(answer) => answer,
+            None => awaiting.await,
+        };
         if let Err(error) = expect_done(awaited) {
             // The destination never ran the guest: discard it before the source resumes, so
             // the guest never runs twice.
@@ -958,26 +1035,7 @@ impl Orchestrator {
             });
         }
         steps.mark("destination running");
-        let completed = self
-            .call(
-                state,
-                source,
-                AgentRequest::CompleteOutgoing {
-                    name: name.to_string(),
-                    pools: pools.clone(),
-                },
-                timeout,
-            )
-            .await;
-        steps.mark("end source");
-        match completed {
-            Ok(answer @ AgentAnswer::Migrated { .. }) => Ok(answer),
-            Ok(AgentAnswer::Failed { error, .. }) => {
-                Err(format!("source {source} could not finish: {error}"))
-            }
-            Ok(other) => Err(format!("source {source}: unexpected answer {other:?}")),
-            Err(error) => Err(format!("source {source}: {error}")),
-        }
+        Ok(report)
     }
 
     /// The leader's fencing pass, run on its own fast tick so that no slow resource
@@ -990,6 +1048,7 @@ impl Orchestrator {
             self.note_self_fencing(&state, &self.local_name, self.watchdog_timeout_ms)
                 .await;
             self.fence_pass(&state).await;
+            self.probe_returning(&state).await;
         }
     }
 
@@ -1294,15 +1353,10 @@ impl Orchestrator {
                     self.fence_host(state, &name).await.map(|_| ())
                 }
                 Fencing::Fenced { .. } if alive.contains(&name) => {
-                    let rejoined = self
-                        .commit_command(Command::HostRejoined { name: name.clone() })
-                        .await;
-                    if rejoined.is_ok() {
-                        // It starts clean: whatever its agents still report active there
-                        // (state left on its disk) is stopped before it takes work.
-                        self.clean_rejoined(state, &name).await;
-                    }
-                    rejoined
+                    // It starts clean: the probe of a returning member (`probe_returning`)
+                    // stops whatever its agents still report active there.
+                    self.commit_command(Command::HostRejoined { name: name.clone() })
+                        .await
                 }
                 _ => Ok(()),
             };

@@ -40,6 +40,8 @@ pub enum AgentRequest {
         timeout_ms: u64,
         pools: Pools,
     },
+    /// Sends the VM; answers [`AgentAnswer::Migrated`] once everything is sent and the
+    /// source is paused for good (QEMU's `postmigrate`).
     MigrateOutgoing {
         name: String,
         target: std::net::SocketAddr,
@@ -48,6 +50,10 @@ pub enum AgentRequest {
         timeout_ms: u64,
         pools: Pools,
     },
+    /// After the destination runs the guest: ends the paused source. Answers
+    /// [`AgentAnswer::Done`] as soon as the end is ordered and nothing can resume the
+    /// source; the process exits in the background and every later request naming the
+    /// VM on that host waits for it to be gone.
     CompleteOutgoing {
         name: String,
         pools: Pools,

@@ -98,6 +98,8 @@ enum Role {
     Normal,
     Incoming,
     MigratedAway,
+    /// A migrated-away source being ended: nothing may resume it any more.
+    Ending,
 }
 
 #[derive(Debug)]
@@ -262,6 +264,22 @@ impl QemuDriver {
             transferred_bytes: number("transferred"),
             remaining_bytes: number("remaining"),
         }))
+    }
+
+    /// QEMU's figures of the finished outgoing migration of `name` (read before the
+    /// source is ended, so the destination's confirmation need not wait for the end).
+    pub async fn outgoing_report(&self, name: &str) -> Result<MigrationReport, StatusVmError> {
+        let vm = self
+            .managed(name)
+            .ok_or_else(|| StatusVmError::NotAdopted {
+                name: name.to_string(),
+            })?;
+        migration_report(&vm)
+            .await
+            .map_err(|error| StatusVmError::Unresponsive {
+                name: name.to_string(),
+                reason: error.to_string(),
+            })
     }
 
     fn qmp_timeout(&self) -> Duration {
@@ -603,7 +621,7 @@ impl QemuDriver {
                 Ok(reply)
                     if reply.get("status").and_then(Value::as_str) == Some("finish-migrate") =>
                 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 _ => return,
             }
@@ -1012,44 +1030,50 @@ impl Hypervisor for QemuDriver {
     }
 
     async fn complete_outgoing(&self, name: &str) -> Result<MigrationReport, FinishMigrationError> {
-        let vm = match self.managed(name) {
-            Some(vm) if vm.role() == Role::MigratedAway => vm,
-            _ => {
-                return Err(FinishMigrationError::NotMigrated {
-                    name: name.to_string(),
-                });
-            }
+        let not_migrated = || FinishMigrationError::NotMigrated {
+            name: name.to_string(),
         };
+        let vm = self.managed(name).ok_or_else(not_migrated)?;
         let _operation = vm.operation.lock().await;
-        let reply = vm
-            .qmp
-            .execute("query-migrate", None)
-            .await
-            .map_err(|error| DriverError::Failed {
-                what: format!("query-migrate of vm {name}"),
-                reason: error.to_string(),
-            })?;
-        let number = |value: Option<&Value>| value.and_then(Value::as_u64).unwrap_or(0);
-        let report = MigrationReport {
-            total_time_ms: number(reply.get("total-time")),
-            downtime_ms: number(reply.get("downtime")),
-            transferred_bytes: number(reply.get("ram").and_then(|ram| ram.get("transferred"))),
-        };
-        self.quit_or_kill(&vm).await?;
+        // Checked under the lock: an abort that held it first has resumed the guest.
+        if vm.role() != Role::MigratedAway {
+            return Err(not_migrated());
+        }
+        // From here on nothing resumes this copy: abort and a new migration refuse it.
+        vm.set_role(Role::Ending);
+        let report = migration_report(&vm).await;
+        // SIGKILL, not `quit`: the completed migration flushed and released the images and
+        // the destination runs the guest, so this copy holds nothing to save, and a signal
+        // does not wait for QEMU's teardown (as libvirt ends a migrated-away source).
+        self.kill(name).await.map_err(|error| match error {
+            KillVmError::Unkillable { name } => {
+                FinishMigrationError::Stop(StopVmError::Unkillable { name })
+            }
+            KillVmError::Driver(error) => FinishMigrationError::Driver(error),
+        })?;
+        // The figures are only a report: failing to read them does not keep the copy alive.
+        let report = report.unwrap_or_else(|error| {
+            tracing::warn!(vm = %name, %error, "no figures of the finished migration");
+            MigrationReport {
+                total_time_ms: 0,
+                downtime_ms: 0,
+                transferred_bytes: 0,
+            }
+        });
         tracing::info!(vm = %name, ?report, "migration complete; source ended");
         Ok(report)
     }
 
     async fn abort_outgoing(&self, name: &str) -> Result<(), FinishMigrationError> {
-        let vm = match self.managed(name) {
-            Some(vm) if vm.role() == Role::MigratedAway => vm,
-            _ => {
-                return Err(FinishMigrationError::NotMigrated {
-                    name: name.to_string(),
-                });
-            }
+        let not_migrated = || FinishMigrationError::NotMigrated {
+            name: name.to_string(),
         };
+        let vm = self.managed(name).ok_or_else(not_migrated)?;
         let _operation = vm.operation.lock().await;
+        // Checked under the lock: a copy being ended is never resumed.
+        if vm.role() != Role::MigratedAway {
+            return Err(not_migrated());
+        }
         self.ensure_running(&vm)
             .await
             .map_err(|reason| DriverError::Failed {
@@ -1060,6 +1084,17 @@ impl Hypervisor for QemuDriver {
         tracing::info!(vm = %name, "migration aborted; source resumed");
         Ok(())
     }
+}
+
+/// The figures `query-migrate` reports for a VM's last outgoing migration.
+async fn migration_report(vm: &ManagedVm) -> Result<MigrationReport, QmpError> {
+    let reply = vm.qmp.execute("query-migrate", None).await?;
+    let number = |value: Option<&Value>| value.and_then(Value::as_u64).unwrap_or(0);
+    Ok(MigrationReport {
+        total_time_ms: number(reply.get("total-time")),
+        downtime_ms: number(reply.get("downtime")),
+        transferred_bytes: number(reply.get("ram").and_then(|ram| ram.get("transferred"))),
+    })
 }
 
 /// QEMU's run states mapped onto the port's.

@@ -160,7 +160,12 @@ impl Bed {
             .args(["dev-cluster", "down", "--dir"])
             .arg(&self.dir)
             .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // HAFEN_BENCH_KEEP=1 keeps configs and logs for a look afterwards.
+        if std::env::var_os("HAFEN_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("hafen: kept {}", self.dir.display());
+        }
     }
 
     fn node(&self, name: &str) -> Option<&Value> {
@@ -306,7 +311,8 @@ impl Bed {
         ))
     }
 
-    /// Polls the phases after the kill.
+    /// Polls the phases after the kill: the cluster's view and the guest each in their own
+    /// loop, so a guest request waiting for its timeout never delays reading the cluster.
     async fn observe(
         &self,
         victim: &str,
@@ -316,57 +322,69 @@ impl Bed {
         killed: Instant,
     ) -> Result<RunFigures, String> {
         let client = &self.client;
-        let mut detected = None;
-        let mut fenced = None;
-        let mut running = None;
-        let mut answering = None;
         let deadline = killed + Duration::from_secs(120);
-        while detected.is_none() || fenced.is_none() || running.is_none() || answering.is_none() {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "after 120 s: detected {detected:?}, fenced {fenced:?}, running {running:?}, answering {answering:?}"
-                ));
-            }
-            let elapsed = || killed.elapsed().as_secs_f64();
-            if (detected.is_none() || fenced.is_none())
-                && let Ok(status) = client.status().await
-                && let Some(node) = status.nodes.iter().find(|node| node.name == victim)
-            {
-                if node.state != NodeState::Online && detected.is_none() {
-                    detected = Some(elapsed());
+        let elapsed = || killed.elapsed().as_secs_f64();
+        let cluster = async {
+            let (mut detected, mut fenced, mut running) = (None, None, None);
+            while detected.is_none() || fenced.is_none() || running.is_none() {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "after 120 s: detected {detected:?}, fenced {fenced:?}, running {running:?}"
+                    ));
                 }
-                if node.state == NodeState::Fenced && fenced.is_none() {
-                    fenced = Some(elapsed());
+                if (detected.is_none() || fenced.is_none())
+                    && let Ok(status) = client.status().await
+                    && let Some(node) = status.nodes.iter().find(|node| node.name == victim)
+                {
+                    if node.state != NodeState::Online && detected.is_none() {
+                        detected = Some(elapsed());
+                    }
+                    if node.state == NodeState::Fenced && fenced.is_none() {
+                        fenced = Some(elapsed());
+                    }
                 }
-            }
-            if running.is_none()
-                && let Ok(resources) = client.resources().await
-            {
-                let elsewhere = moved.iter().all(|name| {
-                    resources.iter().any(|resource| {
-                        resource.name == *name
-                            && resource.state == "running"
-                            && resource.node.as_deref().is_some_and(|node| node != victim)
-                    })
-                });
-                if elsewhere {
-                    running = Some(elapsed());
+                if running.is_none()
+                    && let Ok(resources) = client.resources().await
+                {
+                    let elsewhere = moved.iter().all(|name| {
+                        resources.iter().any(|resource| {
+                            resource.name == *name
+                                && resource.state == "running"
+                                && resource.node.as_deref().is_some_and(|node| node != victim)
+                        })
+                    });
+                    if elsewhere {
+                        running = Some(elapsed());
+                    }
                 }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if answering.is_none()
-                && let Some(boot) = boot_id(&self.http, url).await
-                && boot != before
-            {
-                answering = Some(elapsed());
+            Ok((
+                detected.unwrap_or(f64::NAN),
+                fenced.unwrap_or(f64::NAN),
+                running.unwrap_or(f64::NAN),
+            ))
+        };
+        let guest = async {
+            loop {
+                if Instant::now() > deadline {
+                    return Err("after 120 s the guest does not answer".to_string());
+                }
+                if let Some(boot) = boot_id(&self.http, url).await
+                    && boot != before
+                {
+                    return Ok(elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let detected_s = detected.unwrap_or(f64::NAN);
+        };
+        let (phases, answering) = tokio::join!(cluster, guest);
+        let (detected_s, fenced_s, running_s) = phases?;
         Ok(RunFigures {
             detected_s,
-            fenced_s: fenced.unwrap_or(f64::NAN),
-            running_s: running.unwrap_or(f64::NAN),
-            guest_answering_s: answering,
+            fenced_s,
+            running_s,
+            guest_answering_s: Some(answering?),
         })
     }
 

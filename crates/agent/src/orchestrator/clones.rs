@@ -322,10 +322,47 @@ impl Orchestrator {
 }
 
 impl Orchestrator {
-    /// Probes every agent resource on a host that rejoined after fencing and stops what it
-    /// still reports active (demoting a promoted copy first): nothing there is assigned,
-    /// since fencing released all of it.
-    pub(super) async fn clean_rejoined(&self, state: &ClusterState, host: &str) {
+    /// Probes every member that joined or came back (answers again after it stopped
+    /// answering, for instance after it was fenced) during this leader's term, once; not
+    /// the members alive when the term began (nothing changed for them).
+    pub(super) async fn probe_returning(&self, state: &ClusterState) {
+        let term = self.replica.status().term;
+        let alive = self.alive_nodes(state);
+        let returning: Vec<String> = {
+            let mut seen = self.seen_alive.lock().expect("lock poisoned");
+            if seen.0 != term {
+                *seen = (term, alive.clone());
+                return;
+            }
+            seen.1.retain(|host| alive.contains(host));
+            alive
+                .iter()
+                .filter(|host| !seen.1.contains(*host))
+                .cloned()
+                .collect()
+        };
+        for host in returning {
+            let member = state.nodes.values().any(|node| {
+                node.name.as_str() == host
+                    && node.role == hafen_model::NodeRole::Member
+                    && matches!(node.fencing, hafen_model::fencing::Fencing::None)
+            });
+            if !member {
+                continue;
+            }
+            self.stop_unassigned_copies(state, &host).await;
+            self.seen_alive
+                .lock()
+                .expect("lock poisoned")
+                .1
+                .insert(host);
+        }
+    }
+
+    /// Probes every agent resource on `host` and stops what runs there without being
+    /// assigned there (demoting a promoted copy first): state a fenced host's agents left
+    /// on its disk, or a copy started by hand while the host was away (I1).
+    pub(super) async fn stop_unassigned_copies(&self, state: &ClusterState, host: &str) {
         let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
         let permits = &tokio::sync::Semaphore::new(parallelism.max(1));
         let probes = state.config.resources.iter().filter_map(|(name, resource)| {
@@ -357,7 +394,13 @@ impl Orchestrator {
                         return;
                     }
                 };
-                if found == "stopped" {
+                let runtime = state.runtime.get(name).cloned().unwrap_or_default();
+                let assigned = if resource.clone.is_some() {
+                    runtime.instances.contains_key(host)
+                } else {
+                    runtime.host.as_deref() == Some(host) && runtime.phase != Phase::Stopped
+                };
+                if found == "stopped" || assigned {
                     return;
                 }
                 tracing::warn!(resource = %name, %host, %found, "a rejoined host still reports it active; stopping it there");
