@@ -123,6 +123,9 @@ pub struct Orchestrator {
     /// The members this leader has seen answer since they last came back (per term): a
     /// member that comes back (or joins) is probed once.
     seen_alive: Mutex<(u64, BTreeSet<String>)>,
+    /// Members that rejoined after fencing and take no work until their probe is done
+    /// (their disks may still say something runs there).
+    rejoined_unprobed: Mutex<BTreeSet<String>>,
     fence: hafen_driver_fence::FenceDriver,
     proposals: std::sync::atomic::AtomicU64,
 }
@@ -179,6 +182,7 @@ impl Orchestrator {
         Self {
             watchdog_timeout_ms,
             seen_alive: Mutex::new((0, BTreeSet::new())),
+            rejoined_unprobed: Mutex::new(BTreeSet::new()),
             replica,
             peer,
             local,
@@ -272,18 +276,13 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Alive nodes that may take work: a member that came back this term takes none until
-    /// its probe found what it still runs (`probe_returning`).
+    /// Alive nodes that may take work: a member that rejoined after fencing takes none
+    /// until its probe stopped what its disk still says runs there (`probe_returning`).
     fn ready_nodes(&self, state: &ClusterState) -> BTreeSet<String> {
-        let alive = self.alive_nodes(state);
-        let term = self.replica.status().term;
-        let seen = self.seen_alive.lock().expect("lock poisoned");
-        if seen.0 != term {
-            return alive;
-        }
-        alive
+        let unprobed = self.rejoined_unprobed.lock().expect("lock poisoned");
+        self.alive_nodes(state)
             .into_iter()
-            .filter(|host| seen.1.contains(host) || *host == self.local_name)
+            .filter(|host| !unprobed.contains(host))
             .collect()
     }
 
@@ -1354,7 +1353,12 @@ impl Orchestrator {
                 }
                 Fencing::Fenced { .. } if alive.contains(&name) => {
                     // It starts clean: the probe of a returning member (`probe_returning`)
-                    // stops whatever its agents still report active there.
+                    // stops whatever its agents still report active there; until then it
+                    // takes no work.
+                    self.rejoined_unprobed
+                        .lock()
+                        .expect("lock poisoned")
+                        .insert(name.clone());
                     self.commit_command(Command::HostRejoined { name: name.clone() })
                         .await
                 }

@@ -53,6 +53,20 @@ pub(crate) async fn submit_step(
     Ok(context.replica.write(envelope).await??)
 }
 
+/// Whether this request's `step` was applied already: the client resent the request
+/// (same request id) after a timeout, and the handler carries on after that step.
+pub(crate) fn step_applied(state: &ClusterState, headers: &HeaderMap, step: &str) -> bool {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|id| {
+            matches!(
+                state.recent_requests.get(&format!("{id}/{step}")),
+                Some(Ok(_))
+            )
+        })
+}
+
 /// Proposes a command and waits for every replica's verdict.
 pub(crate) async fn submit(
     context: &SharedContext,

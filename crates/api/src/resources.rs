@@ -140,8 +140,13 @@ pub(crate) async fn add_resource(
             }),
     };
     let state = context.replica.read(Clone::clone).await?;
+    // A retried request (the client resends with the same request id after a timeout)
+    // finds its own resource: it carries on with the remaining steps instead of failing.
+    let retried = crate::handlers::step_applied(&state, &headers, "add");
     let change = ConfigChange::AddResource { resource };
-    state.config.with_change(&change)?;
+    if !retried {
+        state.config.with_change(&change)?;
+    }
     let agent = context.orchestrator.local_agent();
     agent_failure(
         agent
@@ -151,8 +156,14 @@ pub(crate) async fn add_resource(
             })
             .await,
     )?;
-    crate::handlers::submit_step(&context, &headers, "add", Command::Configure { change }).await?;
-    probe(&context, &headers, &request.name, &ocf).await?;
+    if !retried {
+        crate::handlers::submit_step(&context, &headers, "add", Command::Configure { change })
+            .await?;
+    }
+    let state = context.replica.read(Clone::clone).await?;
+    if !crate::handlers::step_applied(&state, &headers, "probe") {
+        probe(&context, &headers, &request.name, &ocf).await?;
+    }
     if start {
         crate::handlers::submit_step(
             &context,
@@ -236,6 +247,13 @@ async fn probe(
     let Some(keeper) = active.first().cloned() else {
         return Ok(());
     };
+    // Already placed (a retried request whose first attempt went further, and the
+    // reconciler started it meanwhile): nothing to learn.
+    let state = context.replica.read(Clone::clone).await?;
+    let current = state.runtime.get(name).cloned().unwrap_or_default();
+    if current.phase != Phase::Stopped || current.host.is_some() {
+        return Ok(());
+    }
     for host in active.iter().skip(1) {
         let request = AgentRequest::OcfStop {
             name: name.to_string(),
@@ -264,7 +282,7 @@ async fn probe(
         Command::Transition {
             transition: Transition {
                 resource: name.to_string(),
-                generation: 0,
+                generation: current.generation,
                 phase: Phase::Running,
                 host: Some(keeper.clone()),
                 new_assignment: true,

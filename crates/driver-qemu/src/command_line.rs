@@ -32,6 +32,11 @@ impl VmFiles {
     pub fn console_log(&self) -> PathBuf {
         self.directory.join("console.log")
     }
+    /// QEMU's own messages (its stderr), rewritten at each launch: why a start failed,
+    /// and warnings while the VM runs.
+    pub fn qemu_log(&self) -> PathBuf {
+        self.directory.join("qemu.log")
+    }
     /// The spec the VM was started with, read back on adoption.
     pub fn spec_file(&self) -> PathBuf {
         self.directory.join("spec.json")
@@ -56,9 +61,10 @@ pub struct LaunchPlan<'a> {
 
 /// The arguments after the binary name.
 ///
-/// The VM is daemonized (own session, survives the agent), starts paused unless it is a
-/// migration destination (the driver sets it up over QMP, then continues it), and exits
-/// when the guest powers off.
+/// The VM is not daemonized (the driver starts it in its own process group, and it
+/// outlives the agent; skipping QEMU's double fork and its parent's wait makes it answer
+/// sooner), starts paused unless it is a migration destination (the driver sets it up
+/// over QMP, then continues it), and exits when the guest powers off.
 pub fn command_line(plan: &LaunchPlan<'_>) -> Vec<String> {
     let spec = plan.spec;
     let files = plan.files;
@@ -156,7 +162,7 @@ pub fn command_line(plan: &LaunchPlan<'_>) -> Vec<String> {
         None => arguments.push("-S".to_string()),
     }
     arguments.extend(
-        ["-nodefaults", "-no-user-config", "-daemonize"]
+        ["-nodefaults", "-no-user-config"]
             .iter()
             .map(|flag| flag.to_string()),
     );
@@ -340,7 +346,6 @@ mod tests {
             "-S",
             "-nodefaults",
             "-no-user-config",
-            "-daemonize",
         ];
         assert_eq!(command_line(&plan), expected);
         assert_eq!(command_line(&plan), command_line(&plan), "deterministic");

@@ -1,4 +1,4 @@
-//! [`QemuDriver`]: the [`Hypervisor`] port implemented with daemonized QEMU processes driven over QMP, including adoption after an agent restart and the two halves of live migration.
+//! [`QemuDriver`]: the [`Hypervisor`] port implemented with QEMU processes (each in its own process group, outliving the agent) driven over QMP, including adoption after an agent restart and the two halves of live migration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ pub struct QemuConfig {
     pub accel: AccelChoice,
     /// Bound on every QMP command.
     pub qmp_timeout_ms: u64,
-    /// Bound on QEMU's start-up until it has daemonized.
+    /// Bound on QEMU's start-up until it answers on its QMP socket.
     pub launch_timeout_ms: u64,
     /// Bound on a process vanishing after `quit` or SIGKILL.
     pub exit_timeout_ms: u64,
@@ -419,8 +419,8 @@ impl QemuDriver {
         Ok(())
     }
 
-    /// Runs QEMU until it has daemonized and connects to its QMP socket. Whatever fails,
-    /// no process is left behind.
+    /// Runs QEMU and connects to its QMP socket; QEMU answers there once its machine is
+    /// up (and, for a destination, it listens). Whatever fails, no process is left behind.
     async fn launch(
         &self,
         spec: &VmSpec,
@@ -444,13 +444,23 @@ impl QemuDriver {
             incoming,
         });
         tracing::info!(vm = %spec.name, ?arguments, "launching qemu");
-        let child = Command::new(&self.qemu_binary)
+        let log = std::fs::File::create(files.qemu_log())
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|error| DriverError::RunDirectory {
+                path: files.directory.clone(),
+                reason: format!("{:?}: {error}", files.qemu_log()),
+            })?;
+        // Its own process group: signals meant for the agent's group (a Ctrl-C) do not
+        // reach the VM, and when the agent exits the VM is reparented and runs on. Not
+        // killed on drop; once the VM is up, dropping the handle leaves the reaping of its
+        // eventual exit to tokio.
+        let mut child = Command::new(&self.qemu_binary)
             .args(&arguments)
             .current_dir(&files.directory)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .stdout(log.0)
+            .stderr(log.1)
+            .process_group(0)
             .spawn()
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::NotFound => StartVmError::HypervisorMissing {
@@ -462,29 +472,46 @@ impl QemuDriver {
             let error = LaunchError::Start(launch_failure(&spec.name, reason));
             self.abandon_launch(spec, error).await
         };
-        let launch_timeout = Duration::from_millis(self.config.launch_timeout_ms);
-        let output = match tokio::time::timeout(launch_timeout, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(error)) => return Err(abandon(error.to_string()).await),
-            Err(_) => {
+        let Some(pid) = child.id() else {
+            return Err(abandon("qemu exited at once".to_string()).await);
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.launch_timeout_ms);
+        let qmp = loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let connected =
+                QmpClient::connect_within(&files.qmp_socket(), remaining, self.qmp_timeout()).await;
+            let error = match connected {
+                Ok(qmp) => break qmp,
+                Err(error) => error,
+            };
+            // A refused start ends the process; its stderr says why. A socket that closes
+            // during the handshake means the process is on its way out: give it a moment.
+            let exited = match error {
+                QmpError::Connect { .. } | QmpError::Timeout { .. } => {
+                    matches!(child.try_wait(), Ok(Some(_)))
+                }
+                _ => matches!(
+                    tokio::time::timeout(self.exit_timeout(), child.wait()).await,
+                    Ok(Ok(_))
+                ),
+            };
+            if exited {
+                let error = classify_launch_failure(spec, &disk_paths, incoming, read_log(&files));
+                return Err(self.abandon_launch(spec, error).await);
+            }
+            if !matches!(error, QmpError::Connect { .. }) {
+                return Err(abandon(error.to_string()).await);
+            }
+            if tokio::time::Instant::now() >= deadline {
                 return Err(abandon(format!(
                     "qemu did not come up within {} ms",
                     self.config.launch_timeout_ms
                 ))
                 .await);
             }
-        };
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-            let error = classify_launch_failure(spec, &disk_paths, incoming, stderr);
-            return Err(self.abandon_launch(spec, error).await);
-        }
-        let Some(pid) = read_pidfile(&files.pidfile()) else {
-            return Err(abandon("qemu wrote no pidfile".to_string()).await);
-        };
-        let qmp = match QmpClient::connect(&files.qmp_socket(), self.qmp_timeout()).await {
-            Ok(qmp) => qmp,
-            Err(error) => return Err(abandon(error.to_string()).await),
+            // The socket appears early in QEMU's start-up: look again soon.
+            tokio::time::sleep(Duration::from_millis(1)).await;
         };
         Ok(ManagedVm {
             name: spec.name.clone(),
@@ -1187,7 +1214,17 @@ fn launch_failure(name: &str, reason: String) -> StartVmError {
     })
 }
 
-/// Files that belong to a live process; the console log and spec stay for diagnosis.
+/// QEMU's messages from the start (bounded: an error is a few lines).
+fn read_log(files: &VmFiles) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    if let Ok(log) = std::fs::File::open(files.qemu_log()) {
+        let _ = log.take(64 * 1024).read_to_string(&mut text);
+    }
+    text.trim().to_string()
+}
+
+/// Files that belong to a live process; the logs and the spec stay for diagnosis.
 fn remove_runtime_files(files: &VmFiles) {
     for path in [files.pidfile(), files.qmp_socket(), files.vnc_socket()] {
         let _ = std::fs::remove_file(path);

@@ -1,8 +1,9 @@
 //! The QEMU/KVM hypervisor driver (the only code in hafen that knows QMP and QEMU's command line) and the `dir` storage pool.
 //!
-//! Each VM runs as a daemonized `qemu-system-x86_64` (its own session, so it outlives the
-//! agent) with a pidfile, a QMP socket and a serial-console log in `RUN_DIR/<vm>/`. A new
-//! [`QemuDriver`] over the same run directory adopts running VMs without touching them.
+//! Each VM runs as a `qemu-system-x86_64` in its own process group (so it outlives the
+//! agent) with a pidfile, a QMP socket, a log of QEMU's messages and a serial-console log
+//! in `RUN_DIR/<vm>/`. A new [`QemuDriver`] over the same run directory adopts running VMs
+//! without touching them.
 //!
 //! ```text
 //! QemuDriver::new(QemuConfig::new(run_dir), vec![DirPool::new("shared", dir, "qemu-img".as_ref())?]).await?

@@ -1,8 +1,8 @@
 //! The QEMU process seen from outside: its pidfile, whether it still lives (and is ours, not a recycled pid), signals, and a bounded wait for it to vanish.
 //!
-//! QEMU runs daemonized (its own session, reparented away from the agent), so it is not
-//! our child: there is no exit status to wait on. Its QMP socket closing is the event we
-//! await; this module then confirms the process is gone.
+//! QEMU outlives the agent that started it (an agent restart adopts it), so whether it
+//! is our child or was reparented, the driver judges it from outside: its QMP socket
+//! closing is the event we await; this module then confirms the process is gone.
 
 use std::path::Path;
 use std::time::Duration;
@@ -78,8 +78,8 @@ pub async fn wait_gone(pid: u32, marker: &Path, timeout: Duration) -> bool {
     }
 }
 
-/// Every live process whose command line names `marker`. A failed daemonizing launch can
-/// leave a child exiting after its parent did, with no pidfile to find it by.
+/// Every live process whose command line names `marker`. A failed launch can leave a
+/// process exiting, or one from an older daemonizing launch, with no pidfile to find it by.
 pub fn processes_with(marker: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -82,8 +82,18 @@ impl QmpClient {
     /// Connects, reads the greeting and leaves negotiation mode. `timeout` bounds the
     /// whole handshake and, later, every command.
     pub async fn connect(path: &Path, timeout: Duration) -> Result<QmpClient, QmpError> {
-        let deadline = Instant::now() + timeout;
-        let timeout_ms = millis(timeout);
+        Self::connect_within(path, timeout, timeout).await
+    }
+
+    /// As [`QmpClient::connect`], with the handshake bounded apart from the commands: a
+    /// QEMU that is still starting answers `qmp_capabilities` only once its machine is up.
+    pub async fn connect_within(
+        path: &Path,
+        handshake_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<QmpClient, QmpError> {
+        let deadline = Instant::now() + handshake_timeout;
+        let timeout_ms = millis(handshake_timeout);
         let stream = timeout_at(deadline, UnixStream::connect(path))
             .await
             .map_err(|_| QmpError::Timeout {
@@ -118,7 +128,10 @@ impl QmpClient {
             reader,
             timeout,
         };
-        client.execute("qmp_capabilities", None).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        client
+            .execute_within("qmp_capabilities", None, remaining)
+            .await?;
         Ok(client)
     }
 

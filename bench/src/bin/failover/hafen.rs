@@ -210,25 +210,43 @@ impl Bed {
             "hafen: adding {} Dummy resources, victim {victim}, leader {leader}",
             options.resources
         );
+        for index in 0..options.resources {
+            homes.insert(
+                format!("dummy{}", index + 1),
+                ordered[index % ordered.len()].clone(),
+            );
+        }
+        // Added 8 at a time: each addition probes every host before it starts.
         runtime.block_on(async {
-            for index in 0..options.resources {
-                let name = format!("dummy{}", index + 1);
-                let home = ordered[index % ordered.len()].clone();
-                let request = ResourceAddRequest {
-                    name: name.clone(),
-                    agent: "ocf:heartbeat:Dummy".into(),
-                    parameters: Default::default(),
-                    monitor_interval_ms: Some(10_000),
-                    timeout_ms: Some(20_000),
-                    host: Some(home.clone()),
-                    start: Some(true),
-                    clone: None,
-                };
-                client
-                    .add_resource(&request)
-                    .await
-                    .map_err(|error| format!("adding {name}: {error}"))?;
-                homes.insert(name, home);
+            let mut pending = homes.iter().filter(|(name, _)| **name != vm);
+            loop {
+                let mut batch = tokio::task::JoinSet::new();
+                for (name, home) in pending.by_ref().take(8) {
+                    let client = client.clone();
+                    let request = ResourceAddRequest {
+                        name: name.clone(),
+                        agent: "ocf:heartbeat:Dummy".into(),
+                        parameters: Default::default(),
+                        monitor_interval_ms: Some(10_000),
+                        timeout_ms: Some(20_000),
+                        host: Some(home.clone()),
+                        start: Some(true),
+                        clone: None,
+                    };
+                    batch.spawn(async move {
+                        client
+                            .add_resource(&request)
+                            .await
+                            .map(|_| ())
+                            .map_err(|error| format!("adding {}: {error}", request.name))
+                    });
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                while let Some(result) = batch.join_next().await {
+                    result.map_err(|error| error.to_string())??;
+                }
             }
             for (resource, host) in &homes {
                 client

@@ -351,6 +351,10 @@ impl Orchestrator {
                 continue;
             }
             self.stop_unassigned_copies(state, &host).await;
+            self.rejoined_unprobed
+                .lock()
+                .expect("lock poisoned")
+                .remove(&host);
             self.seen_alive
                 .lock()
                 .expect("lock poisoned")
