@@ -96,12 +96,11 @@ const RETRY_BACKOFF: Duration = Duration::from_secs(5);
 /// Failures on one host after which the resource is started elsewhere.
 const FAILURES_BEFORE_RELOCATION: u32 = 3;
 
-/// Where a migration goes and under which assignment.
+/// Where a migration goes and how fast it may send.
 #[derive(Debug, Clone, Copy)]
 struct Route<'a> {
     source: &'a str,
     target: &'a str,
-    generation: u64,
     bandwidth_bytes_per_second: u64,
 }
 
@@ -683,13 +682,14 @@ impl Orchestrator {
     }
 
     /// Refuses a migration that cannot start (not running, unknown or offline target) before
-    /// anything is committed.
+    /// anything is committed. A cheap check on the local replica: the migration checks
+    /// again, holding the VM's slot, on a state read after confirming the leadership.
     pub async fn check_migration(
         &self,
         name: &str,
         to: Option<&str>,
     ) -> Result<(), OrchestratorError> {
-        let state = self.state().await?;
+        let state = self.local_state();
         Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let (Phase::Running, Some(source)) = (&runtime.phase, &runtime.host) else {
@@ -741,23 +741,8 @@ impl Orchestrator {
         let started = Instant::now();
         let mut steps = Steps::new();
         let _slot = self.claim_queued(name).await?;
-        self.check_migration(name, to).await?;
-        steps.mark("check");
-        let recorded: Vec<String> = record
-            .iter()
-            .filter_map(|command| match command {
-                Command::Configure {
-                    change: hafen_model::ConfigChange::SetConstraint { constraint },
-                } => Some(constraint.id.clone()),
-                _ => None,
-            })
-            .collect();
-        for command in record {
-            self.commit_command(command).await?;
-        }
-        // The check confirmed the leadership; the local replica has applied everything up
-        // to the records just committed, so reading it needs no second round.
-        let state = self.local_state();
+        // One leadership round; the commits below refuse a state that changed since.
+        let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
         let source = match (&runtime.phase, &runtime.host) {
@@ -794,27 +779,67 @@ impl Orchestrator {
             })?,
         };
         let generation = runtime.generation;
-        steps.mark("record move");
-        self.commit(Transition {
-            resource: name.to_string(),
-            generation,
-            phase: Phase::Migrating { to: target.clone() },
-            host: Some(source.clone()),
-            new_assignment: false,
-            error: None,
-            reaction: None,
-        })
-        .await?;
+        let recorded: Vec<String> = record
+            .iter()
+            .filter_map(|command| match command {
+                Command::Configure {
+                    change: hafen_model::ConfigChange::SetConstraint { constraint },
+                } => Some(constraint.id.clone()),
+                _ => None,
+            })
+            .collect();
         let pools = state.config.pools.clone();
+        steps.mark("check");
+        // The destination starts while the move and the migrating step are committed: a
+        // QEMU waiting for an incoming migration cannot run the guest, and the source is
+        // told to send only after both commits. A refused commit discards the destination.
+        let recording = async {
+            for command in record {
+                self.commit_command(command).await?;
+            }
+            self.commit(Transition {
+                resource: name.to_string(),
+                generation,
+                phase: Phase::Migrating { to: target.clone() },
+                host: Some(source.clone()),
+                new_assignment: false,
+                error: None,
+                reaction: None,
+            })
+            .await
+        };
+        let preparing = self.call(
+            &state,
+            &target,
+            AgentRequest::PrepareIncoming {
+                name: name.to_string(),
+                generation: generation + 1,
+                vm: vm.clone(),
+                pools: pools.clone(),
+            },
+            START_TIMEOUT,
+        );
+        let (committed, prepared) = futures::future::join(recording, preparing).await;
+        steps.mark("prepare destination");
+        if let Err(error) = committed {
+            if let Ok(AgentAnswer::Incoming { .. }) = prepared {
+                let kill = AgentRequest::Kill {
+                    name: name.to_string(),
+                    pools: pools.clone(),
+                };
+                let _ = self
+                    .call(&state, &target, kill, Duration::from_secs(30))
+                    .await;
+            }
+            return Err(error);
+        }
         let route = Route {
             source: &source,
             target: &target,
-            generation,
             bandwidth_bytes_per_second,
         };
-        steps.mark("commit migrating");
         let result = self
-            .migrate_steps(&state, name, &vm, &pools, route, &mut steps)
+            .migrate_steps(&state, name, &pools, route, prepared, &mut steps)
             .await;
         match result {
             Ok(report) => {
@@ -901,19 +926,20 @@ impl Orchestrator {
         }
     }
 
+    /// The migration from the prepared destination on: transfer, the destination's
+    /// confirmation, or the way back to the source.
     async fn migrate_steps(
         &self,
         state: &ClusterState,
         name: &str,
-        vm: &VmConfig,
         pools: &Pools,
         route: Route<'_>,
+        prepared: Result<AgentAnswer, OrchestratorError>,
         steps: &mut Steps,
     ) -> Result<AgentAnswer, String> {
         let Route {
             source,
             target,
-            generation,
             bandwidth_bytes_per_second,
         } = route;
         let timeout = Duration::from_millis(MIGRATION_TIMEOUT_MS);
@@ -923,20 +949,6 @@ impl Orchestrator {
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(error) => Err(error.to_string()),
         };
-        let prepared = self
-            .call(
-                state,
-                target,
-                AgentRequest::PrepareIncoming {
-                    name: name.to_string(),
-                    generation: generation + 1,
-                    vm: vm.clone(),
-                    pools: pools.clone(),
-                },
-                START_TIMEOUT,
-            )
-            .await;
-        steps.mark("prepare destination");
         let address = match prepared {
             Ok(AgentAnswer::Incoming { address }) => address,
             Ok(AgentAnswer::Failed { error, .. }) => {

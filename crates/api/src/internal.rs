@@ -49,18 +49,24 @@ pub(crate) async fn heartbeat(
 ) -> Json<HeartbeatAck> {
     let arrived = std::time::Instant::now();
     let liveness = &context.liveness;
-    if !context.replica.status().is_leader
-        || !context
-            .replica
-            .confirm_leadership(arrived, liveness.lease / 2)
-            .await
-    {
-        return Json(HeartbeatAck {
-            leader: false,
-            lease_ms: 0,
-        });
+    let not_granted = Json(HeartbeatAck {
+        leader: false,
+        lease_ms: 0,
+    });
+    if !context.replica.status().is_leader {
+        return not_granted;
     }
+    // The node is alive whatever the confirmation below takes: a leader slowed by load must
+    // not suspect (and fence) healthy nodes. Recording the arrival only ever delays a
+    // confirmation by lease expiry, so it is safe.
     liveness.record(heartbeat.node_id, arrived);
+    if !context
+        .replica
+        .confirm_leadership(arrived, liveness.lease / 2)
+        .await
+    {
+        return not_granted;
+    }
     let state = context.orchestrator.local_state();
     let declared_differs = state
         .nodes

@@ -26,6 +26,10 @@ pub use metadata::parse_duration_ms;
 use environment::{Environment, Invocation};
 use hafen_process::{ProcessLimits, ProcessSpec, RunError};
 
+/// Runs agents at [`AGENT_NICENESS`].
+const NICE: &str = "/usr/bin/nice";
+const AGENT_NICENESS: &str = "10";
+
 /// Where Debian, Pacemaker and the resource-agents project install agents.
 pub const DEFAULT_OCF_ROOT: &str = "/usr/lib/ocf";
 
@@ -168,9 +172,14 @@ impl OcfDriver {
                 source,
             })?;
         let environment: Vec<(String, String)> = run.environment.into_iter().collect();
+        // Agents run at a lower CPU priority than the cluster daemon (through coreutils'
+        // `nice`, which execs the agent in place): hundreds of monitors on a busy host must
+        // not delay its heartbeats into a false suspicion (corosync runs at realtime
+        // priority for the same reason).
+        let agent_path = program.to_string_lossy().to_string();
         let spec = ProcessSpec {
-            program: &program,
-            arguments: &[run.action_name],
+            program: std::path::Path::new(NICE),
+            arguments: &["-n", AGENT_NICENESS, &agent_path, run.action_name],
             input: None,
             environment: &environment,
             working_directory: state_dir,

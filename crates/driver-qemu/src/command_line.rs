@@ -41,10 +41,6 @@ impl VmFiles {
     pub fn spec_file(&self) -> PathBuf {
         self.directory.join("spec.json")
     }
-    /// Run by QEMU with the new tap's name: attaches it to the bridge.
-    pub fn tap_script(&self, nic_index: usize) -> PathBuf {
-        self.directory.join(format!("tap-up-{nic_index}.sh"))
-    }
 }
 
 /// Everything the command line depends on.
@@ -122,7 +118,7 @@ pub fn command_line(plan: &LaunchPlan<'_>) -> Vec<String> {
         push("-device", device);
     }
     for (index, nic) in spec.nics.iter().enumerate() {
-        push("-netdev", netdev(index, &nic.backend, files));
+        push("-netdev", netdev(index, &nic.backend, &spec.name));
         // No option ROM: nothing boots from the network, and it keeps the firmware out
         // of the migration's compatibility concerns.
         push(
@@ -169,14 +165,19 @@ pub fn command_line(plan: &LaunchPlan<'_>) -> Vec<String> {
     arguments
 }
 
-/// The script a tap NIC runs on creation (`$1` is the tap's name).
-pub fn tap_script(bridge: &str) -> String {
-    format!(
-        "#!/bin/sh\n# Written by hafen: attach the VM's tap to its bridge.\nexec ip link set dev \"$1\" master {bridge} up\n"
-    )
+/// The tap device of a VM's NIC: at most 15 bytes (Linux's limit), the same on every host,
+/// distinct per VM (a 40-bit hash of its name) and NIC. QEMU creates it; the driver
+/// attaches it to the bridge while QEMU goes on starting, instead of QEMU forking a
+/// script in the middle of its start-up.
+pub fn tap_name(vm: &str, nic_index: usize) -> String {
+    // FNV-1a: stable across releases, unlike the standard library's hasher.
+    let hash = vm.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("hf{:010x}{nic_index:x}", hash & 0xff_ffff_ffff)
 }
 
-fn netdev(index: usize, backend: &NicBackend, files: &VmFiles) -> String {
+fn netdev(index: usize, backend: &NicBackend, vm: &str) -> String {
     match backend {
         NicBackend::User { port_forwards } => {
             let mut option = format!("user,id=net{index}");
@@ -197,8 +198,8 @@ fn netdev(index: usize, backend: &NicBackend, files: &VmFiles) -> String {
             option
         }
         NicBackend::Tap { .. } => format!(
-            "tap,id=net{index},script={},downscript=no",
-            escape(&path(&files.tap_script(index)))
+            "tap,id=net{index},ifname={},script=no,downscript=no",
+            tap_name(vm, index)
         ),
     }
 }
@@ -332,7 +333,7 @@ mod tests {
             "-device",
             "virtio-net-pci,netdev=net0,id=net0-device,mac=52:54:00:aa:00:01,romfile=",
             "-netdev",
-            "tap,id=net1,script=/run/hafen/web1/tap-up-1.sh,downscript=no",
+            "tap,id=net1,ifname=hff619ea40401,script=no,downscript=no",
             "-device",
             "virtio-net-pci,netdev=net1,id=net1-device,mac=52:54:00:aa:00:02,romfile=",
             "-kernel",
@@ -349,6 +350,16 @@ mod tests {
         ];
         assert_eq!(command_line(&plan), expected);
         assert_eq!(command_line(&plan), command_line(&plan), "deterministic");
+    }
+
+    /// Proves tap names fit Linux's 15 bytes, are stable, and differ per VM and NIC.
+    #[test]
+    fn tap_names() {
+        let long = "a".repeat(64);
+        assert_eq!(tap_name("web1", 1), "hff619ea40401");
+        assert!(tap_name(&long, 4095).len() <= 15);
+        assert_ne!(tap_name("web1", 0), tap_name("web2", 0));
+        assert_ne!(tap_name("web1", 0), tap_name("web1", 1));
     }
 
     /// Proves a migration destination listens instead of starting paused, a disk boot

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use hafen_driver_api::hypervisor::{
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use crate::command_line::{LaunchPlan, VmFiles, command_line, tap_script, tcp_address};
+use crate::command_line::{LaunchPlan, VmFiles, command_line, tap_name, tcp_address};
 use crate::dir_pool::DirPool;
 use crate::probe::{Accel, AccelChoice, KvmProbe, find_binary, probe_kvm_cached};
 use crate::process::{
@@ -410,12 +410,6 @@ impl QemuDriver {
         let spec_json =
             serde_json::to_vec_pretty(spec).map_err(|error| failure(error.to_string()))?;
         std::fs::write(files.spec_file(), spec_json).map_err(|error| failure(error.to_string()))?;
-        for (index, nic) in spec.nics.iter().enumerate() {
-            if let NicBackend::Tap { bridge } = &nic.backend {
-                write_executable(&files.tap_script(index), &tap_script(bridge))
-                    .map_err(|error| failure(error.to_string()))?;
-            }
-        }
         Ok(())
     }
 
@@ -477,42 +471,66 @@ impl QemuDriver {
         };
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.config.launch_timeout_ms);
-        let qmp = loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let connected =
-                QmpClient::connect_within(&files.qmp_socket(), remaining, self.qmp_timeout()).await;
-            let error = match connected {
-                Ok(qmp) => break qmp,
-                Err(error) => error,
-            };
-            // A refused start ends the process; its stderr says why. A socket that closes
-            // during the handshake means the process is on its way out: give it a moment.
-            let exited = match error {
-                QmpError::Connect { .. } | QmpError::Timeout { .. } => {
-                    matches!(child.try_wait(), Ok(Some(_)))
+        // QEMU creates the taps early in its start-up; they join their bridges while it
+        // goes on, and the launch ends only when both are done (the guest runs after it).
+        let mut attaching = Box::pin(attach_taps(spec, deadline));
+        let mut attached = None;
+        let mut connecting = Box::pin(async {
+            loop {
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let connected =
+                    QmpClient::connect_within(&files.qmp_socket(), remaining, self.qmp_timeout())
+                        .await;
+                let error = match connected {
+                    Ok(qmp) => break Ok(qmp),
+                    Err(error) => error,
+                };
+                // A refused start ends the process; its stderr says why. A socket that closes
+                // during the handshake means the process is on its way out: give it a moment.
+                let exited = match error {
+                    QmpError::Connect { .. } | QmpError::Timeout { .. } => {
+                        matches!(child.try_wait(), Ok(Some(_)))
+                    }
+                    _ => matches!(
+                        tokio::time::timeout(self.exit_timeout(), child.wait()).await,
+                        Ok(Ok(_))
+                    ),
+                };
+                if exited {
+                    let error =
+                        classify_launch_failure(spec, &disk_paths, incoming, read_log(&files));
+                    return Err(self.abandon_launch(spec, error).await);
                 }
-                _ => matches!(
-                    tokio::time::timeout(self.exit_timeout(), child.wait()).await,
-                    Ok(Ok(_))
-                ),
-            };
-            if exited {
-                let error = classify_launch_failure(spec, &disk_paths, incoming, read_log(&files));
-                return Err(self.abandon_launch(spec, error).await);
+                if !matches!(error, QmpError::Connect { .. }) {
+                    return Err(abandon(error.to_string()).await);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(abandon(format!(
+                        "qemu did not come up within {} ms",
+                        self.config.launch_timeout_ms
+                    ))
+                    .await);
+                }
+                // The socket appears early in QEMU's start-up: look again soon.
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            if !matches!(error, QmpError::Connect { .. }) {
-                return Err(abandon(error.to_string()).await);
+        });
+        let connected = loop {
+            tokio::select! {
+                connected = &mut connecting => break connected,
+                result = &mut attaching, if attached.is_none() => attached = Some(result),
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(abandon(format!(
-                    "qemu did not come up within {} ms",
-                    self.config.launch_timeout_ms
-                ))
-                .await);
-            }
-            // The socket appears early in QEMU's start-up: look again soon.
-            tokio::time::sleep(Duration::from_millis(1)).await;
         };
+        drop(connecting);
+        let qmp = connected?;
+        let attached = match attached {
+            Some(result) => result,
+            None => attaching.await,
+        };
+        if let Err(reason) = attached {
+            drop(qmp);
+            return Err(abandon(reason).await);
+        }
         Ok(ManagedVm {
             name: spec.name.clone(),
             files,
@@ -797,15 +815,21 @@ impl Hypervisor for QemuDriver {
     async fn kill(&self, name: &str) -> Result<(), KillVmError> {
         let managed = self.managed(name);
         let role = managed.as_ref().map(|vm| vm.role());
-        let pid = match managed {
-            Some(vm) if vm.alive() => Some(vm.pid),
-            _ => self.running_pid(name),
+        let (pid, qmp) = match &managed {
+            Some(vm) if vm.alive() => (Some(vm.pid), Some(&vm.qmp)),
+            _ => (self.running_pid(name), None),
         };
         if let Some(pid) = pid {
             kill_now(pid).map_err(|reason| DriverError::Failed {
                 what: format!("kill of vm {name}"),
                 reason,
             })?;
+            // Its QMP socket closes once every thread has let go of the VM's memory. Looking
+            // under /proc before that could make this thread the memory's last user, left to
+            // tear down the guest's RAM itself (tens of ms on the runtime's thread).
+            if let Some(qmp) = qmp {
+                qmp.wait_closed(self.exit_timeout()).await;
+            }
             if !wait_gone(pid, &self.files(name).qmp_socket(), self.exit_timeout()).await {
                 return Err(KillVmError::Unkillable {
                     name: name.to_string(),
@@ -1214,6 +1238,41 @@ fn launch_failure(name: &str, reason: String) -> StartVmError {
     })
 }
 
+/// Attaches each tap NIC of `spec` to its bridge and brings it up, once QEMU has created it.
+async fn attach_taps(spec: &VmSpec, deadline: tokio::time::Instant) -> Result<(), String> {
+    for (index, nic) in spec.nics.iter().enumerate() {
+        let NicBackend::Tap { bridge } = &nic.backend else {
+            continue;
+        };
+        let tap = tap_name(&spec.name, index);
+        while nix::net::if_::if_nametoindex(tap.as_str()).is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("qemu did not create tap {tap}"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let attach = Command::new("ip")
+            .args(["link", "set", "dev", &tap, "master", bridge, "up"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let output = match tokio::time::timeout_at(deadline, attach).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(error)) => return Err(format!("ip link set dev {tap}: {error}")),
+            Err(_) => return Err(format!("attaching tap {tap} to bridge {bridge} timed out")),
+        };
+        if !output.status.success() {
+            return Err(format!(
+                "attaching tap {tap} to bridge {bridge} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// QEMU's messages from the start (bounded: an error is a few lines).
 fn read_log(files: &VmFiles) -> String {
     use std::io::Read;
@@ -1229,12 +1288,6 @@ fn remove_runtime_files(files: &VmFiles) {
     for path in [files.pidfile(), files.qmp_socket(), files.vnc_socket()] {
         let _ = std::fs::remove_file(path);
     }
-}
-
-fn write_executable(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, contents)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

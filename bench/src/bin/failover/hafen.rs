@@ -216,12 +216,12 @@ impl Bed {
                 ordered[index % ordered.len()].clone(),
             );
         }
-        // Added 8 at a time: each addition probes every host before it starts.
+        // Added 2 at a time: each addition probes every host before it starts.
         runtime.block_on(async {
             let mut pending = homes.iter().filter(|(name, _)| **name != vm);
             loop {
                 let mut batch = tokio::task::JoinSet::new();
-                for (name, home) in pending.by_ref().take(8) {
+                for (name, home) in pending.by_ref().take(2) {
                     let client = client.clone();
                     let request = ResourceAddRequest {
                         name: name.clone(),
