@@ -155,6 +155,9 @@ impl Drop for Slot<'_> {
 /// How long an operator's request waits for another operation on the same resource.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// Bounds each agent call made while settling what a previous leader left in flight.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a call to another host checks that the host still answers heartbeats.
 const LIVENESS_POLL: Duration = Duration::from_millis(50);
 
@@ -1577,6 +1580,29 @@ impl Orchestrator {
         let (phase, host, new_assignment) = match &runtime.phase {
             Phase::Migrating { to } if self.is_running(state, name, to).await => {
                 (Phase::Running, Some(to.clone()), true)
+            }
+            Phase::Migrating { to } => {
+                // The hand-over did not happen: a destination still waiting for it goes.
+                if let Ok(request) = Self::status_request(state, name)
+                    && let Ok(answer) = self.call(state, to, request, SETTLE_TIMEOUT).await
+                    && answer.state() == Some("incoming")
+                {
+                    let pools = state.config.pools.clone();
+                    let kill = AgentRequest::Kill {
+                        name: name.to_string(),
+                        pools,
+                    };
+                    if let Err(error) = self.call(state, to, kill, SETTLE_TIMEOUT).await {
+                        tracing::warn!(vm = %name, host = %to, %error, "could not end an abandoned migration destination");
+                    }
+                }
+                match &runtime.host {
+                    Some(host) if self.is_running(state, name, host).await => {
+                        (Phase::Running, Some(host.clone()), false)
+                    }
+                    Some(host) => (Phase::Failed, Some(host.clone()), false),
+                    None => (Phase::Stopped, None, false),
+                }
             }
             _ => match &runtime.host {
                 Some(host) if self.is_running(state, name, host).await => {

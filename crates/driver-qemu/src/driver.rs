@@ -437,6 +437,7 @@ impl QemuDriver {
             disk_paths: &disk_paths,
             incoming,
         });
+        wait_taps_released(spec, self.exit_timeout()).await;
         tracing::info!(vm = %spec.name, ?arguments, "launching qemu");
         let log = std::fs::File::create(files.qemu_log())
             .and_then(|log| Ok((log.try_clone()?, log)))
@@ -1236,6 +1237,25 @@ fn launch_failure(name: &str, reason: String) -> StartVmError {
         what: format!("start of vm {name}"),
         reason,
     })
+}
+
+/// Waits (bounded) until no tap of `spec`'s NICs exists: an earlier instance's taps go
+/// with its last open file, which can close a moment after its process counts as gone.
+async fn wait_taps_released(spec: &VmSpec, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (index, nic) in spec.nics.iter().enumerate() {
+        if !matches!(nic.backend, NicBackend::Tap { .. }) {
+            continue;
+        }
+        let tap = tap_name(&spec.name, index);
+        while nix::net::if_::if_nametoindex(tap.as_str()).is_ok() {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(vm = %spec.name, %tap, "a tap of the vm's name still exists");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 /// Attaches each tap NIC of `spec` to its bridge and brings it up, once QEMU has created it.

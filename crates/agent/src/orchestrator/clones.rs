@@ -81,7 +81,8 @@ impl Orchestrator {
         host: &str,
         op: InstanceOp,
     ) -> Result<(), OrchestratorError> {
-        let _slot = self.claim(&slot_key(name, host))?;
+        // Queued: a monitor of the instance may hold its slot for a moment.
+        let _slot = self.claim_queued(&slot_key(name, host)).await?;
         let state = self.state().await?;
         let ocf = ocf_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
