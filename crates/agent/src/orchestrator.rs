@@ -278,6 +278,21 @@ impl Orchestrator {
             .collect()
     }
 
+    /// Whether the alive voters other than `node_id` make a quorum of the Raft voters.
+    fn quorum_without(&self, state: &ClusterState, alive: &BTreeSet<String>, node_id: u64) -> bool {
+        let voters = self.replica.status().voters;
+        let others = state
+            .nodes
+            .values()
+            .filter(|node| {
+                node.node_id != node_id
+                    && voters.contains(&node.node_id)
+                    && alive.contains(node.name.as_str())
+            })
+            .count();
+        others > voters.len() / 2
+    }
+
     /// Alive nodes that may take work: a member that rejoined after fencing takes none
     /// until its probe stopped what its disk still says runs there (`probe_returning`).
     fn ready_nodes(&self, state: &ClusterState) -> BTreeSet<String> {
@@ -1299,6 +1314,12 @@ impl Orchestrator {
             let result = match &node.fencing {
                 Fencing::None if !alive.contains(&name) => {
                     if members.len() == 2 && witnesses == 0 {
+                        continue;
+                    }
+                    if !self.quorum_without(state, &alive, node.node_id) {
+                        // Our commits need its vote, so a committed suspicion would prove it
+                        // alive: it is late, not dead, and fencing it would end the quorum.
+                        tracing::debug!(node = %name, "not suspected: the quorum rests on it");
                         continue;
                     }
                     self.commit_command(Command::HostSuspected { name: name.clone() })

@@ -85,6 +85,9 @@ impl From<hafen_store::ReadError> for ApiError {
             hafen_store::ReadError::NotLeader { .. } => ApiError::Unavailable(
                 "leadership changed while the request was in flight; retry".to_string(),
             ),
+            hafen_store::ReadError::NoQuorum(detail) => ApiError::Unavailable(format!(
+                "this node leads but cannot reach a quorum of members ({detail}); retry"
+            )),
             hafen_store::ReadError::Stopped(detail) => {
                 ApiError::Unavailable(format!("replica stopped: {detail}"))
             }

@@ -46,11 +46,21 @@ pub async fn run(
     let node = data_dir.load_identity()?;
     let identity = Identity::load(&data_dir.tls_dir())?;
     let peer = PeerClient::new(&identity)?;
+    let liveness = Arc::new(Liveness::new(
+        Duration::from_millis(config.timeouts.node_timeout_ms),
+        Duration::from_millis(config.timeouts.lease_ms),
+    ));
+    // A peer answering Raft is alive, whatever became of its heartbeats: under heavy loss a
+    // node whose answers keep our quorum must never be suspected and fenced.
+    let network = Network::new(peer.clone()).on_reply({
+        let liveness = liveness.clone();
+        Arc::new(move |node_id| liveness.record(node_id, std::time::Instant::now()))
+    });
     let replica = Replica::start(
         node.node_id,
         &config.data_dir,
         config.raft_timing(),
-        Network::new(peer.clone()),
+        network,
     )
     .await?;
     let advertise = config.advertise_address().to_string();
@@ -60,10 +70,6 @@ pub async fn run(
             address: config.listen.to_string(),
             detail: error.to_string(),
         })?;
-    let liveness = Arc::new(Liveness::new(
-        Duration::from_millis(config.timeouts.node_timeout_ms),
-        Duration::from_millis(config.timeouts.lease_ms),
-    ));
     let agent = Arc::new(hafen_agent::Agent::new(
         &node.name,
         &config.data_dir.join("qemu"),

@@ -12,16 +12,37 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// Called with a peer's node id whenever it answered a Raft RPC.
+pub type ReplyHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Creates one connection per target node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    on_reply: Option<ReplyHook>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Network").finish_non_exhaustive()
+    }
 }
 
 impl Network {
     pub fn new(client: PeerClient) -> Self {
-        Self { client }
+        Self {
+            client,
+            on_reply: None,
+        }
+    }
+
+    /// Reports every peer that answered: an answer proves its daemon runs and reaches us,
+    /// which the leader's liveness counts as much as a heartbeat.
+    pub fn on_reply(mut self, hook: ReplyHook) -> Self {
+        self.on_reply = Some(hook);
+        self
     }
 }
 
@@ -33,16 +54,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             client: self.client.clone(),
             target,
             node: node.clone(),
+            on_reply: self.on_reply.clone(),
         }
     }
 }
 
 /// The link to one peer.
-#[derive(Debug)]
 pub struct Connection {
     client: PeerClient,
     target: u64,
     node: PeerNode,
+    on_reply: Option<ReplyHook>,
 }
 
 impl Connection {
@@ -68,6 +90,9 @@ impl Connection {
                 PeerError::Status { .. } => RPCError::Network(NetworkError::new(&error)),
                 _ => RPCError::Unreachable(Unreachable::new(&error)),
             })?;
+        if let Some(hook) = &self.on_reply {
+            hook(self.target);
+        }
         let decoded: Result<Response, RaftError<u64, E>> = serde_json::from_slice(&reply)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         decoded.map_err(|error| {

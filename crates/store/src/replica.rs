@@ -77,6 +77,9 @@ pub enum WriteError {
 pub enum ReadError {
     #[error("this node is not the leader")]
     NotLeader { leader: Option<(u64, PeerNode)> },
+    /// This node leads but a quorum did not confirm it (members down or unreachable).
+    #[error("no quorum confirmed the leadership: {0}")]
+    NoQuorum(String),
     #[error("replica stopped: {0}")]
     Stopped(String),
 }
@@ -266,8 +269,9 @@ impl Replica {
             ))) => Err(ReadError::NotLeader {
                 leader: leader_of(&forward),
             }),
-            Err(RaftError::APIError(other)) => Err(ReadError::NotLeader { leader: None })
-                .inspect_err(|_| tracing::debug!(error = %other, "leadership check failed")),
+            Err(RaftError::APIError(
+                other @ openraft::error::CheckIsLeaderError::QuorumNotEnough(_),
+            )) => Err(ReadError::NoQuorum(other.to_string())),
             Err(RaftError::Fatal(fatal)) => Err(ReadError::Stopped(fatal.to_string())),
         }
     }

@@ -185,6 +185,25 @@ impl DevCluster {
         child
     }
 
+    /// After a failure: prints the end of every daemon's log, and copies the logs to
+    /// `HAFEN_TEST_LOGS` when set (the cluster's directory goes with the test).
+    fn report_logs(&self) {
+        let keep = std::env::var_os("HAFEN_TEST_LOGS").map(PathBuf::from);
+        for node in self.nodes() {
+            let (Some(name), Some(log)) = (node["name"].as_str(), node["log"].as_str()) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("---- the last lines of {name}'s log ----\n{tail}");
+            if let Some(keep) = &keep {
+                let _ = std::fs::create_dir_all(keep);
+                let _ = std::fs::copy(log, keep.join(format!("{name}.log")));
+            }
+        }
+    }
+
     pub fn data_file(&self, name: &str) -> PathBuf {
         PathBuf::from(self.node(name)["data_dir"].as_str().unwrap()).join("state.redb")
     }
@@ -192,6 +211,9 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report_logs();
+        }
         let _ = hafen()
             .args(["dev-cluster", "down", "--dir"])
             .arg(self.dir.path())
