@@ -460,6 +460,7 @@ impl Agent {
                 vm,
                 pools,
             } => {
+                tracing::debug!(vm = %name, "preparing an incoming migration");
                 self.require_lease(&name).await?;
                 self.check_generation(&name, generation)?;
                 let driver = self.driver(&pools).await?;

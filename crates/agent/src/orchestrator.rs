@@ -240,9 +240,9 @@ impl Orchestrator {
         }
     }
 
-    async fn state(&self) -> Result<ClusterState, OrchestratorError> {
+    async fn state(&self) -> Result<Arc<ClusterState>, OrchestratorError> {
         self.replica
-            .read(Clone::clone)
+            .read_shared()
             .await
             .map_err(|error| OrchestratorError::Unavailable(format!("{error}; retry")))
     }
@@ -1111,8 +1111,8 @@ impl Orchestrator {
     }
 
     /// The local replica's state, without a leadership round (for cheap checks).
-    pub fn local_state(&self) -> ClusterState {
-        self.replica.read_local(Clone::clone)
+    pub fn local_state(&self) -> Arc<ClusterState> {
+        self.replica.shared_local()
     }
 
     /// One pass of the leader's reconciliation: settle steps a previous leader left in
@@ -1126,7 +1126,6 @@ impl Orchestrator {
             return;
         };
         let alive = self.alive_nodes(&state);
-        let state = Arc::new(state);
         for name in state.config.resources.keys() {
             if Self::is_clone(&state, name)
                 || self.busy.lock().expect("busy lock poisoned").contains(name)

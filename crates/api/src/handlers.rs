@@ -195,7 +195,7 @@ fn warnings(state: &ClusterState, nodes: &[NodeStatus]) -> Vec<String> {
 
 #[utoipa::path(get, path = "/api/v1/status", responses((status = 200, body = StatusReport)))]
 pub(crate) async fn status(State(context): State<SharedContext>) -> ApiResult<StatusReport> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let identity = state
         .identity
         .as_ref()
@@ -241,7 +241,7 @@ fn resources(state: &ClusterState) -> Vec<hafen_api_types::ResourceStatus> {
 
 #[utoipa::path(get, path = "/api/v1/nodes", responses((status = 200, body = Vec<NodeStatus>)))]
 pub(crate) async fn list_nodes(State(context): State<SharedContext>) -> ApiResult<Vec<NodeStatus>> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(node_statuses(&context, &state)))
 }
 
@@ -250,7 +250,7 @@ pub(crate) async fn show_node(
     State(context): State<SharedContext>,
     Path(name): Path<String>,
 ) -> ApiResult<NodeStatus> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     node_status(&context, &state, &name).map(Json)
 }
 
@@ -260,7 +260,7 @@ pub(crate) async fn remove_node(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<NodeStatus> {
-    let before = context.replica.read(Clone::clone).await?;
+    let before = context.replica.read_shared().await?;
     let status = node_statuses(&context, &before)
         .into_iter()
         .find(|node| node.name == name);
@@ -562,7 +562,7 @@ pub(crate) async fn set_node_mode(
         },
     )
     .await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     node_status(&context, &state, &name).map(Json)
 }
 
@@ -657,7 +657,7 @@ pub(crate) async fn fence_node(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<NodeStatus> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let node = state
         .nodes
         .values()
@@ -677,9 +677,9 @@ pub(crate) async fn fence_node(
         )
         .await?;
     }
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     context.orchestrator.fence_host(&state, &name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     node_status(&context, &state, &name).map(Json)
 }
 
@@ -696,7 +696,7 @@ pub(crate) async fn confirm_fenced(
         how: "operator confirmation".to_string(),
     };
     submit(&context, &headers, command).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     node_status(&context, &state, &name).map(Json)
 }
 
@@ -720,7 +720,7 @@ pub(crate) async fn test_fence_device(
     Path(name): Path<String>,
     Json(body): Json<FenceTestBody>,
 ) -> ApiResult<FenceTestResult> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let power = context
         .orchestrator
         .test_fence_device(&state, &name, &body.node)

@@ -68,7 +68,7 @@ pub(crate) async fn cleanup_resource(
         hafen_model::Command::CleanupResource { name: name.clone() },
     )
     .await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -88,7 +88,7 @@ fn agent_failure(answer: AgentAnswer) -> Result<AgentAnswer, ApiError> {
 pub(crate) async fn list_resources(
     State(context): State<SharedContext>,
 ) -> ApiResult<Vec<ResourceInfo>> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(
         state
             .config
@@ -104,7 +104,7 @@ pub(crate) async fn show_resource(
     State(context): State<SharedContext>,
     Path(name): Path<String>,
 ) -> ApiResult<ResourceInfo> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -139,7 +139,7 @@ pub(crate) async fn add_resource(
                 promoted_max: spec.promoted_max.unwrap_or(1),
             }),
     };
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     // A retried request (the client resends with the same request id after a timeout)
     // finds its own resource: it carries on with the remaining steps instead of failing.
     let retried = crate::handlers::step_applied(&state, &headers, "add");
@@ -160,7 +160,7 @@ pub(crate) async fn add_resource(
         crate::handlers::submit_step(&context, &headers, "add", Command::Configure { change })
             .await?;
     }
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     if !crate::handlers::step_applied(&state, &headers, "probe") {
         probe(&context, &headers, &request.name, &ocf).await?;
     }
@@ -182,7 +182,7 @@ pub(crate) async fn add_resource(
             context.orchestrator.start(&request.name).await?;
         }
     }
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &request.name)?))
 }
 
@@ -193,7 +193,7 @@ async fn probe(
     name: &str,
     ocf: &OcfResourceConfig,
 ) -> Result<(), ApiError> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let mut active = Vec::new();
     for host in context.orchestrator.online_members(&state) {
         let request = AgentRequest::OcfMonitor {
@@ -249,7 +249,7 @@ async fn probe(
     };
     // Already placed (a retried request whose first attempt went further, and the
     // reconciler started it meanwhile): nothing to learn.
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let current = state.runtime.get(name).cloned().unwrap_or_default();
     if current.phase != Phase::Stopped || current.host.is_some() {
         return Ok(());
@@ -307,7 +307,7 @@ pub(crate) async fn set_target(
     name: &str,
     role: TargetRole,
 ) -> Result<(), ApiError> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let info = lookup(&state, name)?;
     let wanted = if role == TargetRole::Started {
         "started"
@@ -338,7 +338,7 @@ pub(crate) async fn start_resource(
 ) -> ApiResult<ResourceInfo> {
     set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.start(&name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -350,7 +350,7 @@ pub(crate) async fn stop_resource(
 ) -> ApiResult<ResourceInfo> {
     set_target(&context, &headers, &name, TargetRole::Stopped).await?;
     context.orchestrator.stop(&name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -361,7 +361,7 @@ pub(crate) async fn delete_resource(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<ResourceInfo> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let info = lookup(&state, &name)?;
     if matches!(state.config.resources[&name].kind, ResourceKind::Vm(_)) {
         return Err(ApiError::Invalid(format!(

@@ -101,7 +101,7 @@ fn random_uuid() -> String {
 
 #[utoipa::path(get, path = "/api/v1/vms", responses((status = 200, body = Vec<VmInfo>)))]
 pub(crate) async fn list_vms(State(context): State<SharedContext>) -> ApiResult<Vec<VmInfo>> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(
         state
             .config
@@ -117,7 +117,7 @@ pub(crate) async fn show_vm(
     State(context): State<SharedContext>,
     Path(name): Path<String>,
 ) -> ApiResult<VmInfo> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -127,7 +127,7 @@ pub(crate) async fn create_vm(
     headers: HeaderMap,
     Json(request): Json<VmCreateRequest>,
 ) -> ApiResult<VmInfo> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let template = state
         .config
         .templates
@@ -238,7 +238,7 @@ pub(crate) async fn create_vm(
     if request.start.unwrap_or(true) {
         context.orchestrator.start(&request.name).await?;
     }
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &request.name)?))
 }
 
@@ -250,7 +250,7 @@ pub(crate) async fn start_vm(
 ) -> ApiResult<VmInfo> {
     crate::resources::set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.start(&name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -262,7 +262,7 @@ pub(crate) async fn stop_vm(
 ) -> ApiResult<VmInfo> {
     crate::resources::set_target(&context, &headers, &name, TargetRole::Stopped).await?;
     context.orchestrator.stop(&name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -275,7 +275,7 @@ pub(crate) async fn restart_vm(
     crate::resources::set_target(&context, &headers, &name, TargetRole::Started).await?;
     context.orchestrator.stop(&name).await?;
     context.orchestrator.start(&name).await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &name)?))
 }
 
@@ -345,7 +345,7 @@ pub(crate) async fn migrate_vm(
         .orchestrator
         .check_migration(&name, request.to.as_deref())
         .await?;
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let record = record_move(&state, &name, request.to.as_deref(), request.lifetime_s)?;
     let figures = context
         .orchestrator
@@ -368,7 +368,7 @@ pub(crate) async fn delete_vm(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<VmInfo> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     let info = lookup(&state, &name)?;
     let ResourceKind::Vm(vm) = &state.config.resources[&name].kind else {
         return Err(ApiError::Invalid(format!(
@@ -471,7 +471,7 @@ fn constraint_info(
 pub(crate) async fn list_constraints(
     State(context): State<SharedContext>,
 ) -> ApiResult<Vec<hafen_api_types::ConstraintInfo>> {
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     Ok(Json(
         state
             .config
@@ -494,7 +494,7 @@ pub(crate) async fn add_constraint(
             request.kind
         )));
     }
-    let state = context.replica.read(Clone::clone).await?;
+    let state = context.replica.read_shared().await?;
     if state.config.constraints.contains_key(&request.id) {
         return Err(ApiError::Conflict(format!(
             "a constraint with id {} exists already",

@@ -438,6 +438,7 @@ impl QemuDriver {
             incoming,
         });
         wait_taps_released(spec, self.exit_timeout()).await;
+        let launched = std::time::Instant::now();
         tracing::info!(vm = %spec.name, ?arguments, "launching qemu");
         let log = std::fs::File::create(files.qemu_log())
             .and_then(|log| Ok((log.try_clone()?, log)))
@@ -463,6 +464,7 @@ impl QemuDriver {
                 },
                 _ => launch_failure(&spec.name, error.to_string()),
             })?;
+        let spawned_ms = launched.elapsed().as_micros();
         let abandon = async |reason: String| {
             let error = LaunchError::Start(launch_failure(&spec.name, reason));
             self.abandon_launch(spec, error).await
@@ -524,6 +526,7 @@ impl QemuDriver {
         };
         drop(connecting);
         let qmp = connected?;
+        let qmp_ms = launched.elapsed().as_millis();
         let attached = match attached {
             Some(result) => result,
             None => attaching.await,
@@ -532,6 +535,7 @@ impl QemuDriver {
             drop(qmp);
             return Err(abandon(reason).await);
         }
+        tracing::debug!(vm = %spec.name, spawned_ms, qmp_ms, taps_ms = launched.elapsed().as_millis(), "qemu launched");
         Ok(ManagedVm {
             name: spec.name.clone(),
             files,

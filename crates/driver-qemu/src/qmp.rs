@@ -104,6 +104,7 @@ impl QmpClient {
                 path: path.to_path_buf(),
                 reason: error.to_string(),
             })?;
+        let connected_at = Instant::now();
         let (read_half, write_half) = stream.into_split();
         let mut reader = BufReader::new(read_half);
         let greeting = timeout_at(deadline, read_message(&mut reader))
@@ -128,10 +129,16 @@ impl QmpClient {
             reader,
             timeout,
         };
+        let greeted_at = Instant::now();
         let remaining = deadline.saturating_duration_since(Instant::now());
         client
             .execute_within("qmp_capabilities", None, remaining)
             .await?;
+        tracing::debug!(
+            greeting_us = (greeted_at - connected_at).as_micros(),
+            capabilities_us = greeted_at.elapsed().as_micros(),
+            "qmp connected"
+        );
         Ok(client)
     }
 

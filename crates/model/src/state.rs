@@ -142,7 +142,8 @@ pub struct ConfigVersion {
     pub at_ms: u64,
     pub summary: String,
     pub request_id: String,
-    pub config: ClusterConfig,
+    /// Shared: cloning the state (every read of it) must not copy every kept version.
+    pub config: std::sync::Arc<ClusterConfig>,
 }
 
 /// The whole replicated state; every replica holds the same value after the same log prefix.
@@ -215,7 +216,7 @@ impl ClusterState {
                     at_ms: now_ms,
                     summary: "bootstrap".to_string(),
                     request_id: envelope.request_id.clone(),
-                    config: self.config.clone(),
+                    config: std::sync::Arc::new(self.config.clone()),
                 });
                 let summary = NodeSummary::from(&record);
                 self.insert_node(record);
@@ -392,7 +393,7 @@ impl ClusterState {
                         self.history_range()
                     )));
                 };
-                let next = version.config.clone();
+                let next = ClusterConfig::clone(&version.config);
                 Ok(self.commit_config(next, format!("rollback to epoch {epoch}"), envelope))
             }
             Command::IssueJoinToken {
@@ -696,7 +697,7 @@ impl ClusterState {
             at_ms: envelope.now_ms,
             summary: summary.clone(),
             request_id: envelope.request_id.clone(),
-            config: self.config.clone(),
+            config: std::sync::Arc::new(self.config.clone()),
         });
         while self.history.len() > limit {
             self.history.pop_front();
@@ -763,7 +764,7 @@ impl ClusterState {
         self.history
             .iter()
             .find(|version| version.epoch == epoch)
-            .map(|version| &version.config)
+            .map(|version| version.config.as_ref())
     }
 
     pub fn node_by_id(&self, node_id: u64) -> Option<&NodeRecord> {

@@ -276,6 +276,18 @@ impl Replica {
         }
     }
 
+    /// The state after confirming leadership, shared (no copy is made).
+    pub async fn read_shared(&self) -> Result<Arc<ClusterState>, ReadError> {
+        self.read(|_| ()).await?;
+        Ok(self.shared_local())
+    }
+
+    /// The local state, shared, without a leadership check (may lag the leader).
+    pub fn shared_local(&self) -> Arc<ClusterState> {
+        self.state_machine
+            .with_state(|data: &StateMachineData| data.state.clone())
+    }
+
     /// Reads the local state without a leadership check (may lag the leader).
     pub fn read_local<T>(&self, read: impl FnOnce(&ClusterState) -> T) -> T {
         self.state_machine

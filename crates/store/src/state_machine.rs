@@ -23,7 +23,9 @@ type Result<T> = std::result::Result<T, StorageError<u64>>;
 pub struct StateMachineData {
     pub last_applied: Option<LogId<u64>>,
     pub last_membership: StoredMembership<u64, PeerNode>,
-    pub state: ClusterState,
+    /// Copy-on-write: a reader takes the current state by reference count, and an apply
+    /// copies it only while such a reader still holds it.
+    pub state: Arc<ClusterState>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -182,7 +184,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 guard.last_applied = Some(entry.log_id);
                 let result = match entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Done),
-                    EntryPayload::Normal(envelope) => guard.state.apply(&envelope),
+                    EntryPayload::Normal(envelope) => {
+                        Arc::make_mut(&mut guard.state).apply(&envelope)
+                    }
                     EntryPayload::Membership(membership) => {
                         guard.last_membership =
                             StoredMembership::new(Some(entry.log_id), membership);
