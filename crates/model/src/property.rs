@@ -125,7 +125,7 @@ pub const PROPERTIES: &[PropertyDef] = &[
             min: 10,
             max: 10_000,
         },
-        default: "2000",
+        default: "200",
         description: "configuration versions kept for history, diff and rollback",
     },
 ];
