@@ -1308,36 +1308,59 @@ impl Orchestrator {
             .values()
             .filter(|node| node.role == NodeRole::Witness)
             .count();
+        use hafen_controller::FencingMethod;
+        use hafen_controller::fencing::{FencingPolicy, MemberCase, Standing, Verdict, judge};
+        let policy = FencingPolicy {
+            two_without_witness: members.len() == 2 && witnesses == 0,
+            unsafe_recovery: matches!(
+                state.config.property("unsafe-recovery-without-fencing"),
+                Ok(hafen_model::PropertyValue::Bool(true))
+            ),
+        };
         for node in members.iter().copied() {
             let name = node.name.to_string();
-            let result = match &node.fencing {
-                Fencing::None if !alive.contains(&name) => {
-                    if members.len() == 2 && witnesses == 0 {
-                        continue;
-                    }
-                    if !self.quorum_without(state, &alive, node.node_id) {
-                        // Our commits need its vote, so a committed suspicion would prove it
-                        // alive: it is late, not dead, and fencing it would end the quorum.
-                        tracing::debug!(node = %name, "not suspected: the quorum rests on it");
-                        continue;
-                    }
+            let watchdog = Duration::from_millis(
+                node.self_fencing
+                    .map_or(0, |declared| declared.watchdog_timeout_ms),
+            );
+            let method = if !state.config.fence_devices.is_empty() {
+                FencingMethod::Device
+            } else if node.self_fencing.is_some() {
+                FencingMethod::SelfFence
+            } else {
+                FencingMethod::None
+            };
+            let case = MemberCase {
+                standing: match node.fencing {
+                    Fencing::None => Standing::Clean,
+                    Fencing::Unclean { .. } => Standing::Unclean,
+                    Fencing::Fenced { .. } => Standing::Fenced,
+                },
+                alive: alive.contains(&name),
+                method,
+                lease_certainly_lapsed: self.liveness.certainly_lapsed(
+                    node.node_id,
+                    Instant::now(),
+                    watchdog,
+                ),
+                quorum_without: self.quorum_without(state, &alive, node.node_id),
+            };
+            let result = match judge(&name, &case, &policy) {
+                Verdict::Nothing => Ok(()),
+                Verdict::Refuse(reason) => {
+                    // `status` says why from the state; the log says it once a pass.
+                    tracing::debug!(node = %name, %reason, "no automatic recovery");
+                    Ok(())
+                }
+                Verdict::Suspect => {
                     self.commit_command(Command::HostSuspected { name: name.clone() })
                         .await
                 }
-                // Without a device there is nothing to race: a node that answers again was never
-                // replaced (I2), so its suspicion is cleared. With a device it is fenced anyway.
-                Fencing::Unclean { .. }
-                    if alive.contains(&name) && state.config.fence_devices.is_empty() =>
-                {
+                Verdict::Clear => {
                     self.commit_command(Command::HostRejoined { name: name.clone() })
                         .await
                 }
-                Fencing::Unclean { .. }
-                    if matches!(
-                        state.config.property("unsafe-recovery-without-fencing"),
-                        Ok(hafen_model::PropertyValue::Bool(true))
-                    ) =>
-                {
+                Verdict::ConfirmUnsafe => {
                     tracing::error!(node = %name, "UNSAFE: recovering without fencing (unsafe-recovery-without-fencing=true)");
                     self.commit_command(Command::HostFenced {
                         name: name.clone(),
@@ -1345,21 +1368,9 @@ impl Orchestrator {
                     })
                     .await
                 }
-                // No device, but the node self-fences: once its lease certainly lapsed (and
-                // its watchdog had time to reset it) it runs nothing any more.
-                Fencing::Unclean { .. }
-                    if state.config.fence_devices.is_empty() && node.self_fencing.is_some() =>
-                {
-                    let watchdog = Duration::from_millis(
-                        node.self_fencing
-                            .map_or(0, |declared| declared.watchdog_timeout_ms),
-                    );
-                    if !self
-                        .liveness
-                        .certainly_lapsed(node.node_id, Instant::now(), watchdog)
-                    {
-                        continue;
-                    }
+                // No device, but the node self-fences: its lease certainly lapsed and its
+                // watchdog had time to reset it, so it runs nothing any more.
+                Verdict::ConfirmLeaseExpired => {
                     self.commit_command(Command::HostFenced {
                         name: name.clone(),
                         how: format!(
@@ -1369,7 +1380,7 @@ impl Orchestrator {
                     })
                     .await
                 }
-                Fencing::Unclean { .. } => {
+                Verdict::FenceByDevice => {
                     let key = format!("fence:{name}");
                     let recent = self
                         .last_attempt
@@ -1386,7 +1397,7 @@ impl Orchestrator {
                         .insert(key, Instant::now());
                     self.fence_host(state, &name).await.map(|_| ())
                 }
-                Fencing::Fenced { .. } if alive.contains(&name) => {
+                Verdict::Rejoin => {
                     // It starts clean: the probe of a returning member (`probe_returning`)
                     // stops whatever its agents still report active there; until then it
                     // takes no work.
@@ -1397,7 +1408,6 @@ impl Orchestrator {
                     self.commit_command(Command::HostRejoined { name: name.clone() })
                         .await
                 }
-                _ => Ok(()),
             };
             if let Err(error) = result {
                 tracing::warn!(node = %name, %error, "fencing step failed");

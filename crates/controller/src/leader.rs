@@ -14,10 +14,9 @@ use hafen_scheduler::{
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult, FencingMethod,
-    FencingState, Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole, Operation,
-    OperationKind, OperationResult, Outcome, Phase, ResourceFailure, ResourceRecord, Severity,
-    Transition,
+    ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult, FencingState,
+    Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole, Operation, OperationKind,
+    OperationResult, Outcome, Phase, ResourceFailure, ResourceRecord, Severity, Transition,
 };
 
 /// The leader's timing and limits.
@@ -291,8 +290,15 @@ impl ClusterController {
                 }
             }
             // Never renew the lease of a suspected host: it must lapse for the fencing
-            // confirmation by lease expiry to hold.
-            FencingState::Unclean { .. } => {}
+            // confirmation by lease expiry to hold. Its arrival counts: without a device
+            // to race, a suspected host that answers again is cleared.
+            FencingState::Unclean { .. } => {
+                self.liveness
+                    .entry(heartbeat.host.clone())
+                    .or_default()
+                    .last_received_ms = now_ms;
+                actions.extend(self.act(now_ms));
+            }
             FencingState::Fenced { .. } => {
                 let liveness = self.liveness.entry(heartbeat.host.clone()).or_default();
                 liveness.heard_while_fenced = true;
@@ -499,8 +505,7 @@ impl ClusterController {
             self.status(message, &mut actions);
             return actions;
         }
-        self.detect(now_ms, &mut actions);
-        self.drive_fencing(now_ms, &mut actions);
+        self.decide_fencing(now_ms, &mut actions);
         self.drive_transitions(now_ms, &mut actions);
         if self.dirty {
             self.dirty = false;
@@ -539,116 +544,97 @@ impl ClusterController {
             .max(self.leadership_gained_ms)
     }
 
-    /// Suspects silent members and lets fenced members that heartbeat rejoin.
-    fn detect(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+    /// Suspects silent members, confirms the fences of unclean ones and lets fenced ones
+    /// that heartbeat rejoin; the rules are [`crate::fencing::judge`]'s, which the daemon's
+    /// leader follows too.
+    fn decide_fencing(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        use crate::fencing::{FencingPolicy, MemberCase, Standing, Verdict, judge};
         let hosts: Vec<HostRecord> = self.snapshot().members().cloned().collect();
+        self.fencing.retain(|name, _| {
+            hosts.iter().any(|host| {
+                host.name == *name && matches!(host.fencing, FencingState::Unclean { .. })
+            })
+        });
+        let policy = FencingPolicy {
+            two_without_witness: self.snapshot().two_members_without_witness(),
+            unsafe_recovery: self.config.unsafe_recover_without_fence_confirmation,
+        };
+        // Every host votes in the modelled log.
+        let voters: Vec<String> = self
+            .snapshot()
+            .hosts
+            .iter()
+            .map(|host| host.name.clone())
+            .collect();
+        let heard_lately = |this: &Self, host: &str| {
+            now_ms.saturating_sub(this.last_received_ms(host)) <= this.config.node_timeout_ms
+        };
         for host in hosts {
             if self.awaiting_host.contains_key(&host.name) {
                 continue;
             }
-            match host.fencing {
-                FencingState::None => {
+            let standing = match host.fencing {
+                FencingState::None => Standing::Clean,
+                FencingState::Unclean { .. } => Standing::Unclean,
+                FencingState::Fenced { .. } => Standing::Fenced,
+            };
+            let alive = match standing {
+                Standing::Fenced => self
+                    .liveness
+                    .get(&host.name)
+                    .is_some_and(|liveness| liveness.heard_while_fenced),
+                _ => heard_lately(self, &host.name),
+            };
+            let others_alive = voters
+                .iter()
+                .filter(|voter| **voter != host.name && heard_lately(self, voter))
+                .count();
+            let lapsed_at_ms = self.last_heard_ms(&host.name)
+                + self.config.lease_ms
+                + self.config.drift_margin_ms
+                + host.watchdog_timeout_ms.unwrap_or(0);
+            let case = MemberCase {
+                standing,
+                alive,
+                method: host.fencing_method,
+                lease_certainly_lapsed: now_ms >= lapsed_at_ms,
+                quorum_without: others_alive * 2 > voters.len(),
+            };
+            match judge(&host.name, &case, &policy) {
+                Verdict::Nothing => {}
+                Verdict::Suspect => {
                     let silent_ms = now_ms.saturating_sub(self.last_received_ms(&host.name));
-                    if silent_ms > self.config.node_timeout_ms {
-                        let reason = format!("no heartbeat for {silent_ms} ms");
-                        self.propose(
-                            now_ms,
-                            Transition::HostSuspected {
-                                host: host.name.clone(),
-                                reason,
-                            },
-                            actions,
-                        );
-                    }
+                    self.propose(
+                        now_ms,
+                        Transition::HostSuspected {
+                            host: host.name.clone(),
+                            reason: format!("no heartbeat for {silent_ms} ms"),
+                        },
+                        actions,
+                    );
                 }
-                FencingState::Fenced { .. } => {
-                    let heard = self
-                        .liveness
-                        .get(&host.name)
-                        .is_some_and(|liveness| liveness.heard_while_fenced);
-                    if heard {
-                        self.liveness
-                            .entry(host.name.clone())
-                            .or_default()
-                            .heard_while_fenced = false;
-                        self.propose(
-                            now_ms,
-                            Transition::HostRejoined {
-                                host: host.name.clone(),
-                            },
-                            actions,
-                        );
+                Verdict::Clear | Verdict::Rejoin => {
+                    if let Some(liveness) = self.liveness.get_mut(&host.name) {
+                        liveness.heard_while_fenced = false;
                     }
+                    self.propose(
+                        now_ms,
+                        Transition::HostRejoined {
+                            host: host.name.clone(),
+                        },
+                        actions,
+                    );
                 }
-                FencingState::Unclean { .. } => {}
-            }
-        }
-    }
-
-    /// Confirms fencing of unclean hosts: by device, by certain lease expiry, or not at all
-    /// (operator).
-    fn drive_fencing(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
-        let unclean: Vec<HostRecord> = self
-            .snapshot()
-            .members()
-            .filter(|host| matches!(host.fencing, FencingState::Unclean { .. }))
-            .cloned()
-            .collect();
-        self.fencing
-            .retain(|name, _| unclean.iter().any(|host| host.name == *name));
-        let two_without_witness = self.snapshot().two_members_without_witness();
-        for host in unclean {
-            if self.awaiting_host.contains_key(&host.name) {
-                continue;
-            }
-            if self.config.unsafe_recover_without_fence_confirmation {
-                self.propose(
+                Verdict::FenceByDevice => self.fence_by_device(now_ms, &host, actions),
+                Verdict::ConfirmLeaseExpired | Verdict::ConfirmUnsafe => self.propose(
                     now_ms,
                     Transition::HostFenced {
                         host: host.name.clone(),
                         how: FenceConfirmation::LeaseExpired,
                     },
                     actions,
-                );
-                continue;
-            }
-            if two_without_witness {
-                self.status(
-                    format!(
-                        "host {} is unclean; two members without a witness: automatic \
-                         recovery is refused (add a witness, or `node confirm-fenced {}`)",
-                        host.name, host.name
-                    ),
-                    actions,
-                );
-                continue;
-            }
-            match host.fencing_method {
-                FencingMethod::Device => self.fence_by_device(now_ms, &host, actions),
-                FencingMethod::SelfFence => {
-                    let confirmed_at_ms = self.last_heard_ms(&host.name)
-                        + self.config.lease_ms
-                        + self.config.drift_margin_ms
-                        + host.watchdog_timeout_ms.unwrap_or(0);
-                    if now_ms >= confirmed_at_ms {
-                        self.propose(
-                            now_ms,
-                            Transition::HostFenced {
-                                host: host.name.clone(),
-                                how: FenceConfirmation::LeaseExpired,
-                            },
-                            actions,
-                        );
-                    }
-                }
-                FencingMethod::None => self.status(
-                    format!(
-                        "host {} is unclean and has no fencing method: its resources wait \
-                         for `node confirm-fenced {}`",
-                        host.name, host.name
-                    ),
-                    actions,
                 ),
+                Verdict::Refuse(message) => self.status(message, actions),
             }
         }
     }

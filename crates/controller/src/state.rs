@@ -78,9 +78,15 @@ pub fn apply_transition(
             drop_assignments_on(state, host);
         }
         Transition::HostRejoined { host } => {
+            // Fenced: it starts clean. Unclean: it answered again before any fence was
+            // confirmed, so nothing of it was recovered elsewhere.
             let record = host_mut(state, host)?;
-            if !matches!(record.fencing, FencingState::Fenced { .. }) {
-                return Err(host_state(record.name.clone(), &record.fencing, "fenced"));
+            if matches!(record.fencing, FencingState::None) {
+                return Err(host_state(
+                    record.name.clone(),
+                    &record.fencing,
+                    "fenced or unclean",
+                ));
             }
             record.fencing = FencingState::None;
         }

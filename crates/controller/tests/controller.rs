@@ -224,6 +224,10 @@ fn a_leader_change_never_causes_a_false_failover() {
     controller.handle_snapshot(50_000, state.clone());
     let actions = controller.handle_tick(50_900);
     assert!(commits(&actions).is_empty());
+    // h1 stays silent; the others answer, so the quorum does not rest on h1.
+    for other in ["h2", "h3"] {
+        controller.handle_heartbeat(51_000, heartbeat(other, 51_000, Vec::new()));
+    }
     let actions = {
         let tick = controller.handle_tick(51_050);
         settle(&mut controller, &mut state, 51_050, tick)
@@ -277,6 +281,9 @@ fn two_members_without_a_witness_refuse_recovery() {
     witness.role = HostRole::Witness;
     state.hosts.push(witness);
     let mut controller = leader(&state, ControllerConfig::default());
+    for other in ["h2", "w"] {
+        controller.handle_heartbeat(900, heartbeat(other, 900, Vec::new()));
+    }
     let actions = {
         let tick = controller.handle_tick(1_500);
         settle(&mut controller, &mut state, 1_500, tick)
@@ -293,6 +300,9 @@ fn two_members_without_a_witness_refuse_recovery() {
 fn a_suspected_host_gets_no_lease_renewal() {
     let mut state = cluster(&[FencingMethod::SelfFence; 3]);
     let mut controller = leader(&state, ControllerConfig::default());
+    for other in ["h2", "h3"] {
+        controller.handle_heartbeat(900, heartbeat(other, 900, Vec::new()));
+    }
     {
         let tick = controller.handle_tick(1_500);
         settle(&mut controller, &mut state, 1_500, tick)
@@ -302,9 +312,10 @@ fn a_suspected_host_gets_no_lease_renewal() {
         FencingState::Unclean { .. }
     ));
     assert!(
-        controller
+        !controller
             .handle_heartbeat(1_600, heartbeat("h1", 1_600, Vec::new()))
-            .is_empty()
+            .iter()
+            .any(|action| matches!(action, Action::AckHeartbeat(_)))
     );
 }
 
@@ -481,4 +492,55 @@ fn monitor_failures_are_reported_and_restarts_back_off() {
             .iter()
             .any(|(_, kind)| *kind == DriverKind::Start)
     );
+}
+
+/// A suspected host without a device that answers again before any fence is confirmed is
+/// cleared: nothing of it was recovered elsewhere, so there is nothing to race.
+#[test]
+fn a_suspected_self_fencing_host_that_answers_again_is_cleared() {
+    let mut state = cluster(&[FencingMethod::SelfFence; 3]);
+    let mut controller = leader(&state, ControllerConfig::default());
+    for other in ["h2", "h3"] {
+        controller.handle_heartbeat(900, heartbeat(other, 900, Vec::new()));
+    }
+    let tick = controller.handle_tick(1_500);
+    settle(&mut controller, &mut state, 1_500, tick);
+    assert!(matches!(
+        state.host("h1").unwrap().fencing,
+        FencingState::Unclean { .. }
+    ));
+    let answer = controller.handle_heartbeat(1_600, heartbeat("h1", 1_600, Vec::new()));
+    assert!(
+        commits(&answer).iter().any(
+            |transition| matches!(transition, Transition::HostRejoined { host } if host == "h1")
+        )
+    );
+    settle(&mut controller, &mut state, 1_600, answer);
+    assert!(matches!(
+        state.host("h1").unwrap().fencing,
+        FencingState::None
+    ));
+}
+
+/// A silent member whose vote the quorum needs is not suspected: the leader could not
+/// commit the suspicion without it, so it is late, not dead.
+#[test]
+fn a_member_the_quorum_rests_on_is_never_suspected() {
+    let mut state = cluster(&[FencingMethod::Device; 3]);
+    let mut controller = leader(&state, ControllerConfig::default());
+    // Only h3 (say, the leader's own host) answers; h1 and h2 are silent.
+    controller.handle_heartbeat(900, heartbeat("h3", 900, Vec::new()));
+    let tick = controller.handle_tick(1_500);
+    assert!(
+        !commits(&tick)
+            .iter()
+            .any(|transition| matches!(transition, Transition::HostSuspected { .. }))
+    );
+    settle(&mut controller, &mut state, 1_500, tick);
+    // h2 answers again: now the quorum stands without h1, which is suspected.
+    let answer = controller.handle_heartbeat(1_550, heartbeat("h2", 1_550, Vec::new()));
+    let actions = [answer, controller.handle_tick(1_600)].concat();
+    assert!(commits(&actions).iter().any(
+        |transition| matches!(transition, Transition::HostSuspected { host, .. } if host == "h1")
+    ));
 }
