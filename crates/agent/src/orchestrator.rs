@@ -152,6 +152,10 @@ impl Drop for Slot<'_> {
     }
 }
 
+/// How long a planned action waits for a monitor or another short operation to free the
+/// resource's slot before it is tried in a later pass.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// How long an operator's request waits for another operation on the same resource.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -203,6 +207,22 @@ impl Orchestrator {
 
     pub fn local_agent(&self) -> &Arc<Agent> {
         &self.local
+    }
+
+    /// Waits (bounded) until no operation holds the resource's slot; true when it is free.
+    async fn wait_free(&self, name: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.busy.lock().expect("busy lock poisoned").contains(name) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Takes the resource's operation slot, or fails at once if another operation holds it.
@@ -1171,6 +1191,7 @@ impl Orchestrator {
                 return;
             }
         };
+        tracing::debug!(actions = plan.actions.len(), "reconcile: plan");
         let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
         let migrations = usize::try_from(state.config.integer("migration-limit")).unwrap_or(1);
         self.execute(plan.actions, parallelism.max(1), migrations.max(1))
@@ -1240,13 +1261,10 @@ impl Orchestrator {
             .expect("lock poisoned")
             .get(&name)
             .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-        if recent
-            || self
-                .busy
-                .lock()
-                .expect("busy lock poisoned")
-                .contains(&name)
-        {
+        // A monitor holds the slot for one status call; the planned action waits for it
+        // (the reconciler spawns monitors just before it plans, so failing at once here
+        // would lose to them every pass).
+        if recent || !self.wait_free(&name, SLOT_WAIT).await {
             return false;
         }
         tracing::info!(%action, "carrying out");

@@ -14,6 +14,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
+/// How long a Raft request may run on after openraft stopped waiting for it.
+const CARRY_ON: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Called with a peer's node id whenever it answered a Raft RPC.
 pub type ReplyHook = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -82,17 +85,39 @@ impl Connection {
         let body = serde_json::to_vec(request)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         let path = format!("/internal/raft/{}", rpc.path_segment());
-        let reply = self
-            .client
-            .post(&self.node.address, &path, body, option.hard_ttl())
+        // openraft gives an append only its heartbeat interval (100 ms), shorter than one
+        // TCP retransmission. Dropping the request on that deadline would drop its
+        // connection too, and under packet loss every next call would pay a new TLS
+        // handshake and Raft would stop: so the request runs on in its own task and ends
+        // on its own (longer) bound, keeping the connection for the next call. A late
+        // answer still counts as a sign of life. Raft ignores the late delivery.
+        let client = self.client.clone();
+        let address = self.node.address.clone();
+        let on_reply = self.on_reply.clone();
+        let target = self.target;
+        let bound = option.hard_ttl().max(CARRY_ON);
+        let request = tokio::spawn(async move {
+            let reply = client.post(&address, &path, body, bound).await;
+            if reply.is_ok()
+                && let Some(hook) = &on_reply
+            {
+                hook(target);
+            }
+            reply
+        });
+        let reply = tokio::time::timeout(option.hard_ttl(), request)
             .await
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::new(&PeerError::Timeout {
+                    address: self.node.address.clone(),
+                    timeout_ms: u64::try_from(option.hard_ttl().as_millis()).unwrap_or(u64::MAX),
+                }))
+            })?
+            .map_err(|error| RPCError::Network(NetworkError::new(&error)))?
             .map_err(|error| match error {
                 PeerError::Status { .. } => RPCError::Network(NetworkError::new(&error)),
                 _ => RPCError::Unreachable(Unreachable::new(&error)),
             })?;
-        if let Some(hook) = &self.on_reply {
-            hook(self.target);
-        }
         let decoded: Result<Response, RaftError<u64, E>> = serde_json::from_slice(&reply)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         decoded.map_err(|error| {

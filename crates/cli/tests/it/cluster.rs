@@ -171,6 +171,10 @@ fn a_thousand_changes_from_four_clients_across_a_leader_kill_apply_exactly_once(
     let cluster = DevCluster::up(3, &[]);
     let runtime = runtime();
     let client = cluster.client().with_deadline(Duration::from_secs(15));
+    // Every change must stay in the history to be counted (the default keeps 200).
+    runtime
+        .block_on(client.set_property("config-history-limit", "2000"))
+        .unwrap();
     let old_leader = runtime.block_on(leader(&client)).unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let acknowledged = runtime.block_on(async {

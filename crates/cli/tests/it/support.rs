@@ -185,8 +185,8 @@ impl DevCluster {
         child
     }
 
-    /// After a failure: prints the end of every daemon's log, and copies the logs to
-    /// `HAFEN_TEST_LOGS` when set (the cluster's directory goes with the test).
+    /// After a failure prints the end of every daemon's log; copies the logs to
+    /// `HAFEN_TEST_LOGS` when set, failed or not (the cluster's directory goes with the test).
     fn report_logs(&self) {
         let keep = std::env::var_os("HAFEN_TEST_LOGS").map(PathBuf::from);
         for node in self.nodes() {
@@ -196,7 +196,9 @@ impl DevCluster {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-            eprintln!("---- the last lines of {name}'s log ----\n{tail}");
+            if std::thread::panicking() {
+                eprintln!("---- the last lines of {name}'s log ----\n{tail}");
+            }
             if let Some(keep) = &keep {
                 let _ = std::fs::create_dir_all(keep);
                 let _ = std::fs::copy(log, keep.join(format!("{name}.log")));
@@ -211,7 +213,7 @@ impl DevCluster {
 
 impl Drop for DevCluster {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || std::env::var_os("HAFEN_TEST_LOGS").is_some() {
             self.report_logs();
         }
         let _ = hafen()
