@@ -152,10 +152,6 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// How long a planned action waits for a monitor or another short operation to free the
-/// resource's slot before it is tried in a later pass.
-const SLOT_WAIT: Duration = Duration::from_secs(5);
-
 /// How long an operator's request waits for another operation on the same resource.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -207,22 +203,6 @@ impl Orchestrator {
 
     pub fn local_agent(&self) -> &Arc<Agent> {
         &self.local
-    }
-
-    /// Waits (bounded) until no operation holds the resource's slot; true when it is free.
-    async fn wait_free(&self, name: &str, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if !self.busy.lock().expect("busy lock poisoned").contains(name) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, released).await.is_err() {
-                return false;
-            }
-        }
     }
 
     /// Takes the resource's operation slot, or fails at once if another operation holds it.
@@ -1145,6 +1125,30 @@ impl Orchestrator {
         let Ok(state) = self.state().await else {
             return;
         };
+        // Planned first: a monitor spawned below holds its resource's slot for a moment,
+        // and a planned action finding the slot taken would wait for the next pass, where
+        // the next monitor would take it again. Resources the plan acts on are not
+        // monitored in this pass (settling a step in flight still goes first).
+        let plan = match self.plan(&state) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::warn!(%error, "no plan");
+                return;
+            }
+        };
+        // Only actions tried now: one backing off after a failure keeps its monitor.
+        let planned: BTreeSet<&str> = {
+            let attempts = self.last_attempt.lock().expect("lock poisoned");
+            plan.actions
+                .iter()
+                .map(|action| action.resource.as_str())
+                .filter(|name| {
+                    attempts
+                        .get(*name)
+                        .is_none_or(|at| at.elapsed() >= RETRY_BACKOFF)
+                })
+                .collect()
+        };
         let alive = self.alive_nodes(&state);
         for name in state.config.resources.keys() {
             if Self::is_clone(&state, name)
@@ -1160,7 +1164,8 @@ impl Orchestrator {
             let monitor = matches!(
                 (&runtime.phase, &runtime.host),
                 (Phase::Running, Some(host)) if alive.contains(host)
-            ) && self.monitor_due(&state, name, name);
+            ) && !planned.contains(name.as_str())
+                && self.monitor_due(&state, name, name);
             if !settle && !monitor {
                 continue;
             }
@@ -1181,17 +1186,6 @@ impl Orchestrator {
             });
         }
         self.monitor_instances(&state, &alive);
-        let Ok(state) = self.state().await else {
-            return;
-        };
-        let plan = match self.plan(&state) {
-            Ok(plan) => plan,
-            Err(error) => {
-                tracing::warn!(%error, "no plan");
-                return;
-            }
-        };
-        tracing::debug!(actions = plan.actions.len(), "reconcile: plan");
         let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
         let migrations = usize::try_from(state.config.integer("migration-limit")).unwrap_or(1);
         self.execute(plan.actions, parallelism.max(1), migrations.max(1))
@@ -1261,10 +1255,15 @@ impl Orchestrator {
             .expect("lock poisoned")
             .get(&name)
             .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-        // A monitor holds the slot for one status call; the planned action waits for it
-        // (the reconciler spawns monitors just before it plans, so failing at once here
-        // would lose to them every pass).
-        if recent || !self.wait_free(&name, SLOT_WAIT).await {
+        // A busy resource is left to a later pass, planned afresh: waiting here would carry
+        // out a plan made before the operation holding the slot changed the state.
+        if recent
+            || self
+                .busy
+                .lock()
+                .expect("busy lock poisoned")
+                .contains(&name)
+        {
             return false;
         }
         tracing::info!(%action, "carrying out");
