@@ -136,7 +136,7 @@ impl std::fmt::Debug for Orchestrator {
 }
 
 /// Releases a resource's operation slot when the operation ends, however it ends.
-struct Slot<'a> {
+pub struct Slot<'a> {
     busy: &'a Mutex<BTreeSet<String>>,
     released: &'a tokio::sync::Notify,
     name: String,
@@ -525,6 +525,21 @@ impl Orchestrator {
             return Ok(state.runtime.get(name).cloned().unwrap_or_default());
         }
         let _slot = self.claim_queued(name).await?;
+        self.start_claimed(name, None).await
+    }
+
+    /// Holds the resource's slot (waiting for a running operation, bounded) so that the
+    /// reconciler leaves it alone across several steps of a request.
+    pub async fn hold(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
+        self.claim_queued(name).await
+    }
+
+    /// [`Orchestrator::start`] for a resource whose slot the caller holds.
+    pub async fn start_held(
+        &self,
+        name: &str,
+        _held: &Slot<'_>,
+    ) -> Result<ResourceState, OrchestratorError> {
         self.start_claimed(name, None).await
     }
 

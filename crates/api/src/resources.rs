@@ -139,6 +139,9 @@ pub(crate) async fn add_resource(
                 promoted_max: spec.promoted_max.unwrap_or(1),
             }),
     };
+    // Held from the probe to the start: in between the resource may run (a copy the probe
+    // kept) while its role is still Stopped, and the reconciler must not stop it.
+    let held = context.orchestrator.hold(&request.name).await?;
     let state = context.replica.read_shared().await?;
     // A retried request (the client resends with the same request id after a timeout)
     // finds its own resource: it carries on with the remaining steps instead of failing.
@@ -179,9 +182,13 @@ pub(crate) async fn add_resource(
         .await?;
         // A clone's instances are placed by the reconciler; a primitive starts now.
         if request.clone.is_none() {
-            context.orchestrator.start(&request.name).await?;
+            context
+                .orchestrator
+                .start_held(&request.name, &held)
+                .await?;
         }
     }
+    drop(held);
     let state = context.replica.read_shared().await?;
     Ok(Json(lookup(&state, &request.name)?))
 }
