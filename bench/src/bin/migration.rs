@@ -11,9 +11,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// The machine lock the tests and the other benchmarks take around a dev cluster.
-const MACHINE_LOCK: &str = "/var/tmp/hafen-dev-cluster.lock";
-
 fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -62,15 +59,7 @@ fn main() {
         }
     }
     // Held while the dev cluster runs: tests and other benchmarks use the same namespaces.
-    // std's lock is close-on-exec, so the daemons started below do not inherit it.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(MACHINE_LOCK)
-        .unwrap_or_else(|error| panic!("{MACHINE_LOCK}: {error}"));
-    lock.lock()
-        .unwrap_or_else(|error| panic!("{MACHINE_LOCK}: {error}"));
+    let _lock = hafen_bench::machine_lock().unwrap_or_else(|error| panic!("{error}"));
     let dir = std::env::temp_dir().join(format!("hafen-bench-migration-{}", std::process::id()));
     let output = up
         .args([

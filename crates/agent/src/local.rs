@@ -68,8 +68,8 @@ pub struct Agent {
 
 /// How long a start waits for the lease of a node that just joined or regained contact.
 const LEASE_WAIT: Duration = Duration::from_secs(2);
-/// Bound on waiting for a migration's source to end; the driver's own bounds on `quit`
-/// and SIGKILL are shorter.
+/// Bound on waiting for a migration's source to end; the driver's own bound on a SIGKILL
+/// taking effect is shorter.
 const ENDING_WAIT: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Agent {
@@ -375,8 +375,9 @@ impl Agent {
         }
     }
 
-    /// Ends the paused source of a finished migration in the background (`quit`, SIGKILL
-    /// if it does not go), so the leader need not wait for the process to exit. Requests
+    /// Ends the paused source of a finished migration in the background (the driver kills
+    /// that copy, which holds nothing any more), so the leader need not wait for the
+    /// process to exit. Requests
     /// naming the VM wait for the end first ([`Agent::wait_ended`]), which also keeps
     /// anything from resuming this copy before the driver has marked it as ending.
     fn end_outgoing(&self, name: String, driver: Arc<QemuDriver>) {
@@ -510,11 +511,7 @@ impl Agent {
                 // like a failed transfer (the leader would discard the destination).
                 let report = driver.outgoing_report(&name).await.unwrap_or_else(|error| {
                     tracing::warn!(vm = %name, %error, "no figures of the finished migration");
-                    MigrationReport {
-                        total_time_ms: 0,
-                        downtime_ms: 0,
-                        transferred_bytes: 0,
-                    }
+                    MigrationReport::default()
                 });
                 AgentAnswer::Migrated {
                     total_time_ms: report.total_time_ms,

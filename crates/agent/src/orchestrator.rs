@@ -278,21 +278,6 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Whether the alive voters other than `node_id` make a quorum of the Raft voters.
-    fn quorum_without(&self, state: &ClusterState, alive: &BTreeSet<String>, node_id: u64) -> bool {
-        let voters = self.replica.status().voters;
-        let others = state
-            .nodes
-            .values()
-            .filter(|node| {
-                node.node_id != node_id
-                    && voters.contains(&node.node_id)
-                    && alive.contains(node.name.as_str())
-            })
-            .count();
-        others > voters.len() / 2
-    }
-
     /// Alive nodes that may take work: a member that rejoined after fencing takes none
     /// until its probe stopped what its disk still says runs there (`probe_returning`).
     fn ready_nodes(&self, state: &ClusterState) -> BTreeSet<String> {
@@ -1349,6 +1334,12 @@ impl Orchestrator {
                 Ok(hafen_model::PropertyValue::Bool(true))
             ),
         };
+        let voters = self.replica.status().voters;
+        let alive_voters = state
+            .nodes
+            .values()
+            .filter(|node| voters.contains(&node.node_id) && alive.contains(node.name.as_str()))
+            .count();
         for node in members.iter().copied() {
             let name = node.name.to_string();
             let watchdog = Duration::from_millis(
@@ -1375,7 +1366,11 @@ impl Orchestrator {
                     Instant::now(),
                     watchdog,
                 ),
-                quorum_without: self.quorum_without(state, &alive, node.node_id),
+                quorum_without: hafen_controller::fencing::majority_without(
+                    alive_voters
+                        - usize::from(alive.contains(&name) && voters.contains(&node.node_id)),
+                    voters.len(),
+                ),
             };
             let result = match judge(&name, &case, &policy) {
                 Verdict::Nothing => Ok(()),
@@ -1631,6 +1626,26 @@ impl Orchestrator {
         )
     }
 
+    /// The hand-over of a migration did not happen: a destination still waiting for it goes.
+    async fn end_abandoned_destination(&self, state: &ClusterState, name: &str, to: &str) {
+        let Ok(request) = Self::status_request(state, name) else {
+            return;
+        };
+        if !matches!(
+            self.call(state, to, request, SETTLE_TIMEOUT).await,
+            Ok(answer) if answer.state() == Some("incoming")
+        ) {
+            return;
+        }
+        let kill = AgentRequest::Kill {
+            name: name.to_string(),
+            pools: state.config.pools.clone(),
+        };
+        if let Err(error) = self.call(state, to, kill, SETTLE_TIMEOUT).await {
+            tracing::warn!(vm = %name, host = %to, %error, "could not end an abandoned migration destination");
+        }
+    }
+
     /// Finds out where a step left in flight by a previous leader ended, and commits it.
     async fn settle(
         &self,
@@ -1643,20 +1658,9 @@ impl Orchestrator {
             Phase::Migrating { to } if self.is_running(state, name, to).await => {
                 (Phase::Running, Some(to.clone()), true)
             }
-            Phase::Migrating { to } => {
-                // The hand-over did not happen: a destination still waiting for it goes.
-                if let Ok(request) = Self::status_request(state, name)
-                    && let Ok(answer) = self.call(state, to, request, SETTLE_TIMEOUT).await
-                    && answer.state() == Some("incoming")
-                {
-                    let pools = state.config.pools.clone();
-                    let kill = AgentRequest::Kill {
-                        name: name.to_string(),
-                        pools,
-                    };
-                    if let Err(error) = self.call(state, to, kill, SETTLE_TIMEOUT).await {
-                        tracing::warn!(vm = %name, host = %to, %error, "could not end an abandoned migration destination");
-                    }
+            phase => {
+                if let Phase::Migrating { to } = phase {
+                    self.end_abandoned_destination(state, name, to).await;
                 }
                 match &runtime.host {
                     Some(host) if self.is_running(state, name, host).await => {
@@ -1666,13 +1670,6 @@ impl Orchestrator {
                     None => (Phase::Stopped, None, false),
                 }
             }
-            _ => match &runtime.host {
-                Some(host) if self.is_running(state, name, host).await => {
-                    (Phase::Running, Some(host.clone()), false)
-                }
-                Some(host) => (Phase::Failed, Some(host.clone()), false),
-                None => (Phase::Stopped, None, false),
-            },
         };
         self.commit(Transition {
             resource: name.to_string(),

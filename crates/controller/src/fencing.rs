@@ -58,6 +58,12 @@ pub enum Verdict {
     Refuse(String),
 }
 
+/// Whether `others_alive` voters (a member not counted) are a majority of `voters`: the
+/// [`MemberCase::quorum_without`] fact, counted alike by every caller.
+pub fn majority_without(others_alive: usize, voters: usize) -> bool {
+    others_alive * 2 > voters
+}
+
 /// The rules, in order (DESIGN section 4).
 pub fn judge(name: &str, case: &MemberCase, policy: &FencingPolicy) -> Verdict {
     match case.standing {

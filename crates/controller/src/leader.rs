@@ -598,7 +598,7 @@ impl ClusterController {
                 alive,
                 method: host.fencing_method,
                 lease_certainly_lapsed: now_ms >= lapsed_at_ms,
-                quorum_without: others_alive * 2 > voters.len(),
+                quorum_without: crate::fencing::majority_without(others_alive, voters.len()),
             };
             match judge(&host.name, &case, &policy) {
                 Verdict::Nothing => {}

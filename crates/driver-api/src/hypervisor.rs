@@ -418,8 +418,9 @@ pub struct IncomingMigration {
     pub address: SocketAddr,
 }
 
-/// Figures of a completed migration, as the source hypervisor measured them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Figures of a completed migration, as the source hypervisor measured them (all zero
+/// when they could not be read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationReport {
     pub total_time_ms: u64,
     pub downtime_ms: u64,

@@ -464,7 +464,7 @@ impl QemuDriver {
                 },
                 _ => launch_failure(&spec.name, error.to_string()),
             })?;
-        let spawned_ms = launched.elapsed().as_micros();
+        let spawned_ms = launched.elapsed().as_millis();
         let abandon = async |reason: String| {
             let error = LaunchError::Start(launch_failure(&spec.name, reason));
             self.abandon_launch(spec, error).await
@@ -1110,11 +1110,7 @@ impl Hypervisor for QemuDriver {
         // The figures are only a report: failing to read them does not keep the copy alive.
         let report = report.unwrap_or_else(|error| {
             tracing::warn!(vm = %name, %error, "no figures of the finished migration");
-            MigrationReport {
-                total_time_ms: 0,
-                downtime_ms: 0,
-                transferred_bytes: 0,
-            }
+            MigrationReport::default()
         });
         tracing::info!(vm = %name, ?report, "migration complete; source ended");
         Ok(report)

@@ -14,22 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Held while a dev cluster runs: tests and other benchmarks use the same namespaces.
-const MACHINE_LOCK: &str = "/var/tmp/hafen-dev-cluster.lock";
-
 /// Location preference of each resource for its home host: enough to fail back after the
 /// host returns, far below INFINITY so the resource recovers elsewhere meanwhile.
 const HOME_SCORE: i64 = 1000;
 
 pub fn measure(options: &Options) -> Result<Vec<RunFigures>, String> {
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(MACHINE_LOCK)
-        .map_err(|error| format!("{MACHINE_LOCK}: {error}"))?;
-    lock.lock()
-        .map_err(|error| format!("{MACHINE_LOCK}: {error}"))?;
+    let _lock = hafen_bench::machine_lock()?;
     let dir = std::env::temp_dir().join(format!("hafen-bench-failover-{}", std::process::id()));
     let bed = Bed::up(&options.hafen, &dir)?;
     let result = bed.run(options);
