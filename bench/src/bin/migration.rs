@@ -76,6 +76,16 @@ fn main() {
         .output()
         .expect("hafen runs");
     let down = || {
+        // `HAFEN_TEST_LOGS=DIR` keeps the daemons' logs, as for the tests.
+        if let Some(keep) = std::env::var_os("HAFEN_TEST_LOGS").map(PathBuf::from) {
+            let _ = std::fs::create_dir_all(&keep);
+            for node in ["node1", "node2", "node3"] {
+                let _ = std::fs::copy(
+                    dir.join(node).join("daemon.log"),
+                    keep.join(format!("{node}.log")),
+                );
+            }
+        }
         let _ = Command::new(&hafen)
             .args(["dev-cluster", "down", "--dir"])
             .arg(&dir)

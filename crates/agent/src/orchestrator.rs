@@ -756,9 +756,21 @@ impl Orchestrator {
         bandwidth_bytes_per_second: u64,
         record: Vec<Command>,
     ) -> Result<MigrationFigures, OrchestratorError> {
+        let _slot = self.claim_queued(name).await?;
+        self.migrate_claimed(name, to, bandwidth_bytes_per_second, record)
+            .await
+    }
+
+    /// [`Orchestrator::migrate_recording`] for a resource whose slot the caller holds.
+    async fn migrate_claimed(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        bandwidth_bytes_per_second: u64,
+        record: Vec<Command>,
+    ) -> Result<MigrationFigures, OrchestratorError> {
         let started = Instant::now();
         let mut steps = Steps::new();
-        let _slot = self.claim_queued(name).await?;
         // One leadership round; the commits below refuse a state that changed since.
         let state = self.state().await?;
         let vm = Self::vm_of(&state, name)?;
@@ -1188,7 +1200,7 @@ impl Orchestrator {
         self.monitor_instances(&state, &alive);
         let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
         let migrations = usize::try_from(state.config.integer("migration-limit")).unwrap_or(1);
-        self.execute(plan.actions, parallelism.max(1), migrations.max(1))
+        self.execute(&state, plan.actions, parallelism.max(1), migrations.max(1))
             .await;
     }
 
@@ -1197,12 +1209,24 @@ impl Orchestrator {
     /// action whose dependency failed is skipped (the next pass re-plans).
     async fn execute(
         &self,
+        planned: &ClusterState,
         actions: Vec<hafen_scheduler::Action>,
         parallelism: usize,
         migrations: usize,
     ) {
         use futures::StreamExt;
         use hafen_scheduler::ActionKind;
+        // A step that follows one of its own resource's steps (a cold move split into a stop
+        // and a start) finds the resource changed by that step, as planned.
+        let follows_own: BTreeSet<u32> = actions
+            .iter()
+            .filter(|action| {
+                actions.iter().any(|other| {
+                    other.resource == action.resource && action.after.contains(&other.id)
+                })
+            })
+            .map(|action| action.id)
+            .collect();
         let mut waiting: Vec<hafen_scheduler::Action> = actions;
         let mut outcome: BTreeMap<u32, bool> = BTreeMap::new();
         let mut running = futures::stream::FuturesUnordered::new();
@@ -1231,8 +1255,9 @@ impl Orchestrator {
                 if migration {
                     running_migrations += 1;
                 }
+                let own_step_before = follows_own.contains(&action.id);
                 running.push(async move {
-                    let ok = self.carry_out(&action).await;
+                    let ok = self.carry_out(planned, &action, own_step_before).await;
                     (action.id, migration, ok)
                 });
             }
@@ -1246,8 +1271,14 @@ impl Orchestrator {
         }
     }
 
-    /// One planned action; false when it failed or could not be tried now.
-    async fn carry_out(&self, action: &hafen_scheduler::Action) -> bool {
+    /// One planned action, made from the state `planned` (and after a step of the same
+    /// resource if `own_step_before`); false when it failed or could not be tried now.
+    async fn carry_out(
+        &self,
+        planned: &ClusterState,
+        action: &hafen_scheduler::Action,
+        own_step_before: bool,
+    ) -> bool {
         let name = action.resource.clone();
         let recent = self
             .last_attempt
@@ -1255,34 +1286,53 @@ impl Orchestrator {
             .expect("lock poisoned")
             .get(&name)
             .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-        // A busy resource is left to a later pass, planned afresh: waiting here would carry
-        // out a plan made before the operation holding the slot changed the state.
-        if recent
-            || self
+        if recent {
+            return false;
+        }
+        if Self::is_clone(planned, &name) {
+            if self
                 .busy
                 .lock()
                 .expect("busy lock poisoned")
                 .contains(&name)
+            {
+                return false;
+            }
+            tracing::info!(%action, "carrying out");
+            return self.carry_out_on_instance(action).await;
+        }
+        // The slot is taken first and never waited for, and the plan is carried out only if
+        // neither the configuration nor the resource changed since it was made: an operation
+        // that held the slot in between (a failed migration withdrawing its move, say) may
+        // have made it stale. A later pass plans afresh.
+        let Ok(_slot) = self.claim(&name) else {
+            return false;
+        };
+        let now = self.local_state();
+        if now.epoch != planned.epoch
+            || (!own_step_before && now.runtime.get(&name) != planned.runtime.get(&name))
         {
+            tracing::debug!(%action, "skipped: the resource changed since the plan was made");
             return false;
         }
         tracing::info!(%action, "carrying out");
-        if Self::is_clone(&self.local_state(), &name) {
-            return self.carry_out_on_instance(action).await;
-        }
         let result = match action.kind.clone() {
-            hafen_scheduler::ActionKind::Start { host } => self.try_start_on(&name, host).await,
-            hafen_scheduler::ActionKind::Stop { .. } => self.try_stop(&name).await,
+            hafen_scheduler::ActionKind::Start { host } => {
+                self.start_claimed(&name, Some(host)).await.map(|_| ())
+            }
+            hafen_scheduler::ActionKind::Stop { .. } => self.stop_claimed(&name).await,
             hafen_scheduler::ActionKind::Restart { host }
             | hafen_scheduler::ActionKind::Move { to: host, .. } => {
-                match self.try_stop(&name).await {
-                    Ok(()) => self.try_start_on(&name, host).await,
+                match self.stop_claimed(&name).await {
+                    Ok(()) => self.start_claimed(&name, Some(host)).await.map(|_| ()),
                     Err(error) => Err(error),
                 }
             }
             hafen_scheduler::ActionKind::Migrate { to, .. } => {
                 let bandwidth = 1024 * 1024 * 1024;
-                self.migrate(&name, Some(&to), bandwidth).await.map(|_| ())
+                self.migrate_claimed(&name, Some(&to), bandwidth, Vec::new())
+                    .await
+                    .map(|_| ())
             }
             hafen_scheduler::ActionKind::Promote { .. }
             | hafen_scheduler::ActionKind::Demote { .. } => Ok(()),
@@ -1533,17 +1583,6 @@ impl Orchestrator {
             .await
             .map(|_| ())
             .map_err(|error| OrchestratorError::Invalid(error.to_string()))
-    }
-
-    /// Starts unless an operator's operation holds the resource (the next pass retries).
-    async fn try_start_on(&self, name: &str, host: String) -> Result<(), OrchestratorError> {
-        let _slot = self.claim(name)?;
-        self.start_claimed(name, Some(host)).await.map(|_| ())
-    }
-
-    async fn try_stop(&self, name: &str) -> Result<(), OrchestratorError> {
-        let _slot = self.claim(name)?;
-        self.stop_claimed(name).await
     }
 
     /// A running VM whose process vanished is marked failed (and restarted by the next pass).

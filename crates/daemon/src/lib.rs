@@ -52,7 +52,7 @@ pub async fn run(
     ));
     // A peer answering Raft is alive, whatever became of its heartbeats: under heavy loss a
     // node whose answers keep our quorum must never be suspected and fenced.
-    let network = Network::new(peer.clone()).on_reply({
+    let network = Network::new(peer.clone(), node.node_id).on_reply({
         let liveness = liveness.clone();
         Arc::new(move |node_id| liveness.record(node_id, std::time::Instant::now()))
     });

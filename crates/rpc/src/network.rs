@@ -3,7 +3,7 @@
 use crate::peer::{PeerClient, PeerError};
 use hafen_store::{PeerNode, RaftRpc, TypeConfig};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -24,6 +24,8 @@ pub type ReplyHook = Arc<dyn Fn(u64) + Send + Sync>;
 #[derive(Clone)]
 pub struct Network {
     client: PeerClient,
+    /// This node's id, which a timeout names as the sender.
+    id: u64,
     on_reply: Option<ReplyHook>,
 }
 
@@ -34,9 +36,10 @@ impl std::fmt::Debug for Network {
 }
 
 impl Network {
-    pub fn new(client: PeerClient) -> Self {
+    pub fn new(client: PeerClient, id: u64) -> Self {
         Self {
             client,
+            id,
             on_reply: None,
         }
     }
@@ -55,6 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> Self::Network {
         Connection {
             client: self.client.clone(),
+            id: self.id,
             target,
             node: node.clone(),
             on_reply: self.on_reply.clone(),
@@ -65,6 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// The link to one peer.
 pub struct Connection {
     client: PeerClient,
+    id: u64,
     target: u64,
     node: PeerNode,
     on_reply: Option<ReplyHook>,
@@ -105,13 +110,19 @@ impl Connection {
             }
             reply
         });
+        // A request openraft stopped waiting for is a timeout, not an unreachable peer:
+        // openraft backs off 500 ms after "unreachable", which stalled every commit for
+        // that long whenever one append ran late on a busy host. A peer that refuses the
+        // connection is unreachable and is backed off from.
         let reply = tokio::time::timeout(option.hard_ttl(), request)
             .await
             .map_err(|_| {
-                RPCError::Unreachable(Unreachable::new(&PeerError::Timeout {
-                    address: self.node.address.clone(),
-                    timeout_ms: u64::try_from(option.hard_ttl().as_millis()).unwrap_or(u64::MAX),
-                }))
+                RPCError::Timeout(Timeout {
+                    action: rpc.types(),
+                    id: self.id,
+                    target: self.target,
+                    timeout: option.hard_ttl(),
+                })
             })?
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?
             .map_err(|error| match error {

@@ -42,6 +42,15 @@ pub enum RaftRpc {
 }
 
 impl RaftRpc {
+    /// openraft's name for the RPC.
+    pub fn types(self) -> openraft::RPCTypes {
+        match self {
+            RaftRpc::AppendEntries => openraft::RPCTypes::AppendEntries,
+            RaftRpc::Vote => openraft::RPCTypes::Vote,
+            RaftRpc::InstallSnapshot => openraft::RPCTypes::InstallSnapshot,
+        }
+    }
+
     pub fn path_segment(self) -> &'static str {
         match self {
             RaftRpc::AppendEntries => "append",
