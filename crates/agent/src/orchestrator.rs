@@ -934,21 +934,25 @@ impl Orchestrator {
                 })
             }
             Err(error) => {
-                self.commit(Transition {
-                    resource: name.to_string(),
-                    generation,
-                    phase: Phase::Running,
-                    host: Some(source.clone()),
-                    new_assignment: false,
-                    error: Some(format!("migration to {target} failed: {error}")),
-                    reaction: None,
-                })
-                .await?;
+                // Refused when the source was fenced meanwhile (the fence moved the
+                // generation on and the reconciler settles where the guest runs).
+                let committed = self
+                    .commit(Transition {
+                        resource: name.to_string(),
+                        generation,
+                        phase: Phase::Running,
+                        host: Some(source.clone()),
+                        new_assignment: false,
+                        error: Some(format!("migration to {target} failed: {error}")),
+                        reaction: None,
+                    })
+                    .await;
                 // The move did not happen: its constraint must not make the reconciler try again.
                 for id in recorded {
                     let change = hafen_model::ConfigChange::RemoveConstraint { id };
                     let _ = self.commit_command(Command::Configure { change }).await;
                 }
+                committed?;
                 Err(OrchestratorError::Failed(format!(
                     "migrating {name} from {source} to {target} failed, it keeps running on {source}: {error}"
                 )))

@@ -73,7 +73,18 @@ pub async fn probe_kvm(qemu_binary: &Path, scratch: &Path, timeout: Duration) ->
     }
     let log = scratch.join("kvm-probe-firmware.log");
     let _ = std::fs::remove_file(&log);
-    let child = Command::new(qemu_binary)
+    // Unlike a VM, the probe must not outlive the daemon: killed during the probe (tests
+    // SIGKILL daemons), it would leave this QEMU spinning. util-linux's setpriv (essential
+    // on Debian) makes the kernel kill it with its parent.
+    let mut command = match find_binary(Path::new("setpriv")) {
+        Some(setpriv) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(qemu_binary);
+            command
+        }
+        None => Command::new(qemu_binary),
+    };
+    let child = command
         .args([
             "-accel",
             "kvm",

@@ -860,3 +860,80 @@ async fn accelerator_follows_the_kvm_probe() {
     assert_eq!(forced.accel(), hafen_driver_qemu::Accel::Tcg);
     assert!(forced.kvm_probe().is_none());
 }
+
+/// The scratch directory the probe child below runs in; set only in that child process.
+const PROBE_CHILD_SCRATCH: &str = "HAFEN_TEST_PROBE_CHILD_SCRATCH";
+
+/// Not a test of its own: the process [`the_kvm_probe_dies_with_its_parent`] starts and kills.
+#[tokio::test]
+#[ignore = "run by the_kvm_probe_dies_with_its_parent in a child process"]
+async fn probe_child_process() {
+    let Some(scratch) = std::env::var_os(PROBE_CHILD_SCRATCH) else {
+        return;
+    };
+    let _ = hafen_driver_qemu::probe_kvm(
+        Path::new("qemu-system-x86_64"),
+        Path::new(&scratch),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// A daemon killed while it probes KVM leaves no probing QEMU behind (unlike a VM, the probe
+/// must not outlive it).
+#[test]
+fn the_kvm_probe_dies_with_its_parent() {
+    if let Err(error) = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        println!("skipped: no probe runs here, /dev/kvm cannot be opened: {error}");
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let marker = scratch.path().join("kvm-probe-firmware.log");
+    let probing = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                // QEMU itself, not the wrapper before its exec.
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.starts_with("qemu-system"))
+                    && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
+                        String::from_utf8_lossy(&line).contains(marker.to_str().unwrap())
+                    })
+            })
+            .count()
+    };
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "probe_child_process", "--ignored", "--nocapture"])
+        .env(PROBE_CHILD_SCRATCH, scratch.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the test binary runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while probing() == 0 {
+        if child.try_wait().unwrap().is_some() {
+            println!("skipped: the probe finished before it could be killed (kvm usable here)");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe's QEMU never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while probing() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the probe's QEMU outlived its killed parent"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -287,13 +287,32 @@ impl ClusterState {
                     at_ms: now_ms,
                 };
                 // Confirmed off: nothing of it runs any more, so its resources may start elsewhere.
+                // The generation moves on, so an operation still in flight there cannot commit
+                // its outcome over the release (a failed migration from it would record the VM
+                // running on the fenced host). A VM migrating away from it may already run on
+                // the destination, its only possible copy now: it is starting there, and the
+                // reconciler settles whether it runs (a destination that never got the guest
+                // counts as failed there and is stopped).
                 let mut released = Vec::new();
                 for (resource, runtime) in self.runtime.iter_mut() {
                     if runtime.host.as_deref() == Some(name.as_str()) {
-                        runtime.phase = Phase::Stopped;
-                        runtime.host = None;
-                        runtime.last_error = Some(format!("host {name} was fenced"));
-                        released.push(resource.clone());
+                        runtime.generation += 1;
+                        match runtime.phase.clone() {
+                            Phase::Migrating { to } => {
+                                runtime.phase = Phase::Starting;
+                                runtime.last_error = Some(format!(
+                                    "host {name} was fenced while {resource} migrated to {to}"
+                                ));
+                                released.push(format!("{resource} (to {to})"));
+                                runtime.host = Some(to);
+                            }
+                            _ => {
+                                runtime.phase = Phase::Stopped;
+                                runtime.host = None;
+                                runtime.last_error = Some(format!("host {name} was fenced"));
+                                released.push(resource.clone());
+                            }
+                        }
                     }
                     if runtime.instances.remove(name.as_str()).is_some() {
                         runtime.last_error = Some(format!("host {name} was fenced"));

@@ -194,7 +194,12 @@ impl DevCluster {
                 continue;
             };
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
+            // hafen's own lines: openraft repeats one error per read while a peer is down,
+            // which would push everything else out of the tail.
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|line| !line.contains("openraft::"))
+                .collect();
             let tail = lines[lines.len().saturating_sub(60)..].join("\n");
             if std::thread::panicking() {
                 eprintln!("---- the last lines of {name}'s log ----\n{tail}");

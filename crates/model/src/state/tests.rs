@@ -265,3 +265,110 @@ fn cleanup_forgets_failures_of_a_known_resource_only() {
         .unwrap_err();
     assert!(error.to_string().contains("ghost"), "{error}");
 }
+
+/// A fenced host's resources are released with a new generation, so an operation still in
+/// flight there cannot record its outcome over the release; a VM migrating away from it is
+/// starting on its destination (its only possible copy).
+#[test]
+fn fencing_releases_with_a_new_generation_and_keeps_a_migration_destination() {
+    use crate::resource::{OcfResourceConfig, ResourceConfig, ResourceKind, TargetRole};
+    let mut state = bootstrapped();
+    state
+        .apply(&envelope(
+            "t",
+            10,
+            Command::IssueJoinToken {
+                token_id: "tok".into(),
+                secret_sha256: "s".into(),
+                expires_ms: 100,
+            },
+        ))
+        .unwrap();
+    state
+        .apply(&envelope(
+            "j",
+            20,
+            Command::Join {
+                token_id: "tok".into(),
+                secret_sha256: "s".into(),
+                node: new_node("beta", 7002),
+            },
+        ))
+        .unwrap();
+    for name in ["still", "moving"] {
+        state.config.resources.insert(
+            name.into(),
+            ResourceConfig {
+                name: name.into(),
+                kind: ResourceKind::Ocf(OcfResourceConfig {
+                    agent: "ocf:heartbeat:Dummy".into(),
+                    parameters: Default::default(),
+                    monitor_interval_ms: 1000,
+                    operation_timeout_ms: 20_000,
+                }),
+                target_role: TargetRole::Started,
+                priority: 0,
+                preferred_host: None,
+                clone: None,
+            },
+        );
+        let runtime = state.runtime.entry(name.into()).or_default();
+        runtime.generation = 4;
+        runtime.host = Some("alpha".into());
+        runtime.phase = if name == "moving" {
+            Phase::Migrating { to: "beta".into() }
+        } else {
+            Phase::Running
+        };
+    }
+    state
+        .apply(&envelope(
+            "s",
+            30,
+            Command::HostSuspected {
+                name: "alpha".into(),
+            },
+        ))
+        .unwrap();
+    state
+        .apply(&envelope(
+            "f",
+            40,
+            Command::HostFenced {
+                name: "alpha".into(),
+                how: "test".into(),
+            },
+        ))
+        .unwrap();
+    let still = &state.runtime["still"];
+    assert_eq!(
+        (&still.phase, still.host.as_deref(), still.generation),
+        (&Phase::Stopped, None, 5)
+    );
+    let moving = &state.runtime["moving"];
+    assert_eq!(
+        (&moving.phase, moving.host.as_deref(), moving.generation),
+        (&Phase::Starting, Some("beta"), 5)
+    );
+    // The failed migration's outcome, from before the fence, is refused.
+    let before = state.runtime.clone();
+    let error = state
+        .apply(&envelope(
+            "late",
+            50,
+            Command::Transition {
+                transition: Transition {
+                    resource: "still".into(),
+                    generation: 4,
+                    phase: Phase::Running,
+                    host: Some("alpha".into()),
+                    new_assignment: false,
+                    error: Some("migration to beta failed".into()),
+                    reaction: None,
+                },
+            },
+        ))
+        .unwrap_err();
+    assert!(error.to_string().contains("stale transition"), "{error}");
+    assert_eq!(state.runtime, before);
+}
