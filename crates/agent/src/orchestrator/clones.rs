@@ -86,7 +86,21 @@ impl Orchestrator {
         let state = self.state().await?;
         let ocf = ocf_of(&state, name)?;
         let runtime = state.runtime.get(name).cloned().unwrap_or_default();
-        let current = runtime.instances.get(host).cloned().unwrap_or_default();
+        let present = runtime.instances.get(host);
+        // What this was asked for may be done already by an operation that held the slot
+        // meanwhile (an operator's `stop` and the reconciler's plan both demote and stop a
+        // clone's instances): doing it again would fail on an instance no longer there.
+        let done = match op {
+            InstanceOp::Start => present.is_some_and(|instance| instance.phase == Phase::Running),
+            InstanceOp::Stop => present.is_none_or(|instance| instance.phase == Phase::Stopped),
+            InstanceOp::Promote => present
+                .is_some_and(|instance| instance.phase == Phase::Running && instance.promoted),
+            InstanceOp::Demote => present.is_none_or(|instance| !instance.promoted),
+        };
+        if done {
+            return Ok(());
+        }
+        let current = present.cloned().unwrap_or_default();
         let request = match op {
             InstanceOp::Start => AgentRequest::OcfStart {
                 name: name.to_string(),
