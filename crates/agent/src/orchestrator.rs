@@ -205,6 +205,24 @@ impl Orchestrator {
         &self.local
     }
 
+    /// Whether the action keyed `key` (a resource, or `fence:NODE`) failed within the
+    /// last [`RETRY_BACKOFF`] and waits before it is tried again.
+    fn backing_off(&self, key: &str) -> bool {
+        self.last_attempt
+            .lock()
+            .expect("lock poisoned")
+            .get(key)
+            .is_some_and(|at| at.elapsed() < RETRY_BACKOFF)
+    }
+
+    /// Records an attempt at the action keyed `key`: it backs off from now on.
+    fn attempted(&self, key: &str) {
+        self.last_attempt
+            .lock()
+            .expect("lock poisoned")
+            .insert(key.to_string(), Instant::now());
+    }
+
     /// Takes the resource's operation slot, or fails at once if another operation holds it.
     fn claim(&self, name: &str) -> Result<Slot<'_>, OrchestratorError> {
         let mut busy = self.busy.lock().expect("busy lock poisoned");
@@ -1153,18 +1171,12 @@ impl Orchestrator {
             }
         };
         // Only actions tried now: one backing off after a failure keeps its monitor.
-        let planned: BTreeSet<&str> = {
-            let attempts = self.last_attempt.lock().expect("lock poisoned");
-            plan.actions
-                .iter()
-                .map(|action| action.resource.as_str())
-                .filter(|name| {
-                    attempts
-                        .get(*name)
-                        .is_none_or(|at| at.elapsed() >= RETRY_BACKOFF)
-                })
-                .collect()
-        };
+        let planned: BTreeSet<&str> = plan
+            .actions
+            .iter()
+            .map(|action| action.resource.as_str())
+            .filter(|name| !self.backing_off(name))
+            .collect();
         let alive = self.alive_nodes(&state);
         for name in state.config.resources.keys() {
             if Self::is_clone(&state, name)
@@ -1284,13 +1296,7 @@ impl Orchestrator {
         own_step_before: bool,
     ) -> bool {
         let name = action.resource.clone();
-        let recent = self
-            .last_attempt
-            .lock()
-            .expect("lock poisoned")
-            .get(&name)
-            .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-        if recent {
+        if self.backing_off(&name) {
             return false;
         }
         if Self::is_clone(planned, &name) {
@@ -1344,10 +1350,7 @@ impl Orchestrator {
         match result {
             Ok(()) => true,
             Err(error) => {
-                self.last_attempt
-                    .lock()
-                    .expect("lock poisoned")
-                    .insert(name.clone(), Instant::now());
+                self.attempted(&name);
                 tracing::info!(resource = %name, %error, "planned action failed");
                 false
             }
@@ -1463,19 +1466,10 @@ impl Orchestrator {
                 }
                 Verdict::FenceByDevice => {
                     let key = format!("fence:{name}");
-                    let recent = self
-                        .last_attempt
-                        .lock()
-                        .expect("lock poisoned")
-                        .get(&key)
-                        .is_some_and(|at| at.elapsed() < RETRY_BACKOFF);
-                    if recent {
+                    if self.backing_off(&key) {
                         continue;
                     }
-                    self.last_attempt
-                        .lock()
-                        .expect("lock poisoned")
-                        .insert(key, Instant::now());
+                    self.attempted(&key);
                     self.fence_host(state, &name).await.map(|_| ())
                 }
                 Verdict::Rejoin => {

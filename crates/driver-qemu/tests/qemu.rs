@@ -861,28 +861,28 @@ async fn accelerator_follows_the_kvm_probe() {
     assert!(forced.kvm_probe().is_none());
 }
 
-/// The scratch directory the probe child below runs in; set only in that child process.
+/// Set only in the child process [`the_kvm_probe_dies_with_its_parent`] starts: the
+/// scratch directory it probes in, until it is killed.
 const PROBE_CHILD_SCRATCH: &str = "HAFEN_TEST_PROBE_CHILD_SCRATCH";
-
-/// Not a test of its own: the process [`the_kvm_probe_dies_with_its_parent`] starts and kills.
-#[tokio::test]
-#[ignore = "run by the_kvm_probe_dies_with_its_parent in a child process"]
-async fn probe_child_process() {
-    let Some(scratch) = std::env::var_os(PROBE_CHILD_SCRATCH) else {
-        return;
-    };
-    let _ = hafen_driver_qemu::probe_kvm(
-        Path::new("qemu-system-x86_64"),
-        Path::new(&scratch),
-        Duration::from_secs(60),
-    )
-    .await;
-}
 
 /// A daemon killed while it probes KVM leaves no probing QEMU behind (unlike a VM, the probe
 /// must not outlive it).
 #[test]
 fn the_kvm_probe_dies_with_its_parent() {
+    // The child: this same test, run again by the parent below, stands in for a daemon
+    // that probes until it is killed.
+    if let Some(scratch) = std::env::var_os(PROBE_CHILD_SCRATCH) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(hafen_driver_qemu::probe_kvm(
+                Path::new("qemu-system-x86_64"),
+                Path::new(&scratch),
+                Duration::from_secs(60),
+            ));
+        return;
+    }
     if let Err(error) = std::fs::File::options()
         .read(true)
         .write(true)
@@ -909,7 +909,11 @@ fn the_kvm_probe_dies_with_its_parent() {
             .count()
     };
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "probe_child_process", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "the_kvm_probe_dies_with_its_parent",
+            "--nocapture",
+        ])
         .env(PROBE_CHILD_SCRATCH, scratch.path())
         .stdout(std::process::Stdio::null())
         .spawn()

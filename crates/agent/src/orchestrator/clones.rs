@@ -304,10 +304,7 @@ impl Orchestrator {
         match result {
             Ok(()) => true,
             Err(error) => {
-                self.last_attempt
-                    .lock()
-                    .expect("lock poisoned")
-                    .insert(name.to_string(), std::time::Instant::now());
+                self.attempted(name);
                 tracing::info!(resource = %name, %error, "planned instance action failed");
                 false
             }
