@@ -1214,24 +1214,26 @@ impl Orchestrator {
             });
         }
         self.monitor_instances(&state, &alive);
-        let parallelism = usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1);
-        let migrations = usize::try_from(state.config.integer("migration-limit")).unwrap_or(1);
-        self.execute(&state, plan.actions, parallelism.max(1), migrations.max(1))
-            .await;
+        let limits = hafen_controller::execution::Limits {
+            parallel: usize::try_from(state.config.integer("start-parallelism")).unwrap_or(1),
+            migrations_per_host: usize::try_from(state.config.integer("migration-limit"))
+                .unwrap_or(1),
+        };
+        self.execute(&state, plan.actions, limits).await;
     }
 
-    /// Carries out a plan's actions, each once its `after` dependencies succeeded, at most
-    /// `parallelism` at a time and at most `migrations` live migrations at a time. An
-    /// action whose dependency failed is skipped (the next pass re-plans).
+    /// Carries out a plan through [`hafen_controller::execution::Execution`]: each action
+    /// once its `after` dependencies succeeded, at most `limits.parallel` at a time and at
+    /// most `limits.migrations_per_host` live migrations involving any one host (counting
+    /// an operator's migrations under way). An action whose dependency failed is skipped
+    /// (the next pass re-plans).
     async fn execute(
         &self,
         planned: &ClusterState,
         actions: Vec<hafen_scheduler::Action>,
-        parallelism: usize,
-        migrations: usize,
+        limits: hafen_controller::execution::Limits,
     ) {
         use futures::StreamExt;
-        use hafen_scheduler::ActionKind;
         // A step that follows one of its own resource's steps (a cold move split into a stop
         // and a start) finds the resource changed by that step, as planned.
         let follows_own: BTreeSet<u32> = actions
@@ -1243,47 +1245,32 @@ impl Orchestrator {
             })
             .map(|action| action.id)
             .collect();
-        let mut waiting: Vec<hafen_scheduler::Action> = actions;
-        let mut outcome: BTreeMap<u32, bool> = BTreeMap::new();
+        let under_way =
+            planned
+                .runtime
+                .values()
+                .filter_map(|runtime| match (&runtime.phase, &runtime.host) {
+                    (Phase::Migrating { to }, Some(from)) => Some((from.as_str(), to.as_str())),
+                    _ => None,
+                });
+        let mut execution = hafen_controller::execution::Execution::new(actions, limits, under_way);
         let mut running = futures::stream::FuturesUnordered::new();
-        let mut running_migrations = 0usize;
         loop {
-            let mut index = 0;
-            while index < waiting.len() && running.len() < parallelism {
-                let action = &waiting[index];
-                let failed_dependency = action
-                    .after
-                    .iter()
-                    .any(|id| outcome.get(id) == Some(&false));
-                let ready = action.after.iter().all(|id| outcome.contains_key(id));
-                let migration = matches!(action.kind, ActionKind::Migrate { .. });
-                if failed_dependency {
-                    let action = waiting.remove(index);
-                    tracing::info!(%action, "skipped: a step it depends on failed");
-                    outcome.insert(action.id, false);
-                    continue;
-                }
-                if !ready || (migration && running_migrations >= migrations) {
-                    index += 1;
-                    continue;
-                }
-                let action = waiting.remove(index);
-                if migration {
-                    running_migrations += 1;
-                }
+            let step = execution.next(|_| true);
+            for action in step.skipped {
+                tracing::info!(%action, "skipped: a step it depends on failed");
+            }
+            for action in step.launch {
                 let own_step_before = follows_own.contains(&action.id);
                 running.push(async move {
                     let ok = self.carry_out(planned, &action, own_step_before).await;
-                    (action.id, migration, ok)
+                    (action.id, ok)
                 });
             }
-            let Some((id, migration, ok)) = running.next().await else {
+            let Some((id, ok)) = running.next().await else {
                 break;
             };
-            if migration {
-                running_migrations -= 1;
-            }
-            outcome.insert(id, ok);
+            execution.finished(id, ok);
         }
     }
 

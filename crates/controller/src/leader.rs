@@ -13,6 +13,7 @@ use hafen_scheduler::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::execution::{Execution, Limits};
 use crate::types::{
     ActionId, ClusterSnapshot, FAIL_COUNT_INFINITY, FenceConfirmation, FenceResult, FencingState,
     Heartbeat, HeartbeatAck, HostMode, HostRecord, HostRole, Operation, OperationKind,
@@ -978,107 +979,156 @@ impl ClusterController {
         now_ms: u64,
         actions: &mut Vec<Action>,
     ) {
-        let mut launched = self.operations.len() + self.awaiting_resource.len();
-        for action in &plan.actions {
-            if launched >= self.config.max_parallel_operations {
-                break;
-            }
-            if !action.after.is_empty() || self.busy(&action.resource) {
-                continue;
-            }
-            let Some(record) = snapshot.resource(&action.resource) else {
-                continue;
-            };
-            let transition = match &action.kind {
-                ActionKind::Start { host } => {
-                    let Some(host) = snapshot.host(host) else {
-                        continue;
-                    };
-                    // The scheduler filters by capacity; what is committed may still hold a
-                    // migration's source, so check again (I5). A host not heard from since
-                    // this leadership began may hold no lease and would refuse.
-                    if !snapshot.fits(record, host) || !self.heard(&host.name) {
-                        continue;
-                    }
-                    Transition::Assign {
-                        resource: action.resource.clone(),
-                        host: host.name.clone(),
-                        generation: record.generation + 1,
-                    }
-                }
-                ActionKind::Stop { host }
-                | ActionKind::Restart { host }
-                | ActionKind::Move { from: host, .. } => {
-                    let Some(assignment) = record.assignment_on(host) else {
-                        continue;
-                    };
-                    if !matches!(assignment.phase, Phase::Running | Phase::Failed) {
-                        continue;
-                    }
-                    Transition::StopRequested {
-                        resource: action.resource.clone(),
-                        host: host.clone(),
-                        generation: assignment.generation,
-                    }
-                }
-                ActionKind::Migrate { from, to } => {
-                    let Some(destination) = snapshot.host(to) else {
-                        continue;
-                    };
-                    if migrations_involving(snapshot, from) >= self.config.migration_limit
-                        || migrations_involving(snapshot, to) >= self.config.migration_limit
-                        || !snapshot.fits(record, destination)
-                        || !self.heard(to)
-                    {
-                        continue;
-                    }
-                    let generation = record.generation + 1;
-                    self.own_migrations
-                        .insert((action.resource.clone(), generation));
-                    Transition::MigrationRequested {
-                        resource: action.resource.clone(),
-                        from: from.clone(),
-                        to: to.clone(),
-                        generation,
-                    }
-                }
-                ActionKind::Promote { host } | ActionKind::Demote { host } => {
-                    let Some(assignment) = record.assignment_on(host) else {
-                        continue;
-                    };
-                    if assignment.phase != Phase::Running {
-                        continue;
-                    }
-                    let kind = if matches!(action.kind, ActionKind::Promote { .. }) {
-                        OperationKind::Promote
-                    } else {
-                        OperationKind::Demote
-                    };
-                    let generation = assignment.generation;
-                    self.execute(now_ms, record, (host, generation), kind, false, actions);
-                    launched += 1;
-                    continue;
-                }
-            };
-            self.propose(now_ms, transition, actions);
-            launched += 1;
+        let launched = self.operations.len() + self.awaiting_resource.len();
+        let Some(parallel) = self.config.max_parallel_operations.checked_sub(launched) else {
+            return;
+        };
+        if parallel == 0 {
+            return;
         }
+        let limits = Limits {
+            parallel,
+            migrations_per_host: self.config.migration_limit,
+        };
+        let under_way = snapshot.resources.iter().flat_map(|record| {
+            record
+                .assignments
+                .iter()
+                .filter_map(|assignment| match &assignment.phase {
+                    Phase::MigratingTo { host: to } => {
+                        Some((assignment.host.as_str(), to.as_str()))
+                    }
+                    _ => None,
+                })
+        });
+        // Only the plan's first steps run now: each commit re-plans, and the next plan
+        // holds the steps that came after them.
+        let mut execution = Execution::new(plan.actions.clone(), limits, under_way);
+        // One step per resource: its commit makes the resource busy until it is seen.
+        let mut launches = Vec::new();
+        let mut stepped: BTreeSet<String> = BTreeSet::new();
+        execution.next(|action| {
+            if stepped.contains(&action.resource) {
+                return false;
+            }
+            match self.first_step(snapshot, action) {
+                Some(launch) => {
+                    stepped.insert(action.resource.clone());
+                    launches.push(launch);
+                    true
+                }
+                None => false,
+            }
+        });
+        for launch in launches {
+            match launch {
+                Launch::Commit(transition) => {
+                    if let Transition::MigrationRequested {
+                        resource,
+                        generation,
+                        ..
+                    } = &transition
+                    {
+                        self.own_migrations.insert((resource.clone(), *generation));
+                    }
+                    self.propose(now_ms, transition, actions);
+                }
+                Launch::Execute {
+                    resource,
+                    host,
+                    generation,
+                    kind,
+                } => {
+                    let record = snapshot
+                        .resource(&resource)
+                        .expect("first_step found the resource");
+                    self.execute(now_ms, record, (&host, generation), kind, false, actions);
+                }
+            }
+        }
+    }
+
+    /// What launches `action` now, or `None` when it cannot run yet.
+    fn first_step(
+        &self,
+        snapshot: &ClusterSnapshot,
+        action: &hafen_scheduler::Action,
+    ) -> Option<Launch> {
+        if self.busy(&action.resource) {
+            return None;
+        }
+        let record = snapshot.resource(&action.resource)?;
+        let transition = match &action.kind {
+            ActionKind::Start { host } => {
+                let host = snapshot.host(host)?;
+                // The scheduler filters by capacity; what is committed may still hold a
+                // migration's source, so check again (I5). A host not heard from since
+                // this leadership began may hold no lease and would refuse.
+                if !snapshot.fits(record, host) || !self.heard(&host.name) {
+                    return None;
+                }
+                Transition::Assign {
+                    resource: action.resource.clone(),
+                    host: host.name.clone(),
+                    generation: record.generation + 1,
+                }
+            }
+            ActionKind::Stop { host }
+            | ActionKind::Restart { host }
+            | ActionKind::Move { from: host, .. } => {
+                let assignment = record.assignment_on(host)?;
+                if !matches!(assignment.phase, Phase::Running | Phase::Failed) {
+                    return None;
+                }
+                Transition::StopRequested {
+                    resource: action.resource.clone(),
+                    host: host.clone(),
+                    generation: assignment.generation,
+                }
+            }
+            ActionKind::Migrate { from, to } => {
+                let destination = snapshot.host(to)?;
+                if !snapshot.fits(record, destination) || !self.heard(to) {
+                    return None;
+                }
+                Transition::MigrationRequested {
+                    resource: action.resource.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    generation: record.generation + 1,
+                }
+            }
+            ActionKind::Promote { host } | ActionKind::Demote { host } => {
+                let assignment = record.assignment_on(host)?;
+                if assignment.phase != Phase::Running {
+                    return None;
+                }
+                let kind = if matches!(action.kind, ActionKind::Promote { .. }) {
+                    OperationKind::Promote
+                } else {
+                    OperationKind::Demote
+                };
+                return Some(Launch::Execute {
+                    resource: action.resource.clone(),
+                    host: host.clone(),
+                    generation: assignment.generation,
+                    kind,
+                });
+            }
+        };
+        Some(Launch::Commit(transition))
     }
 }
 
-fn migrations_involving(snapshot: &ClusterSnapshot, host: &str) -> usize {
-    snapshot
-        .resources
-        .iter()
-        .flat_map(|record| &record.assignments)
-        .filter(|assignment| {
-            assignment.host == host
-                && matches!(
-                    assignment.phase,
-                    Phase::MigratingTo { .. } | Phase::MigratingFrom { .. }
-                )
-        })
-        .count()
+/// How a plan's first step is launched.
+enum Launch {
+    Commit(Transition),
+    Execute {
+        resource: String,
+        host: String,
+        generation: u64,
+        kind: OperationKind,
+    },
 }
 
 /// The scheduler's input, built from the committed snapshot: host states from mode and fencing,

@@ -18,6 +18,7 @@
 //! location constraint), except `confirm-fenced`, which the daemon commits as
 //! [`Transition::HostFenced`] with [`FenceConfirmation::Operator`].
 
+pub mod execution;
 pub mod fencing;
 mod leader;
 mod node;

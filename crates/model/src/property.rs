@@ -111,7 +111,7 @@ pub const PROPERTIES: &[PropertyDef] = &[
         key: "migration-limit",
         kind: PropertyKind::Integer { min: 1, max: 64 },
         default: "2",
-        description: "live migrations run in parallel at most",
+        description: "live migrations at a time involving one host, as source or destination (Pacemaker's per-node limit)",
     },
     PropertyDef {
         key: "start-parallelism",
