@@ -1253,8 +1253,15 @@ impl Orchestrator {
                     (Phase::Migrating { to }, Some(from)) => Some((from.as_str(), to.as_str())),
                     _ => None,
                 });
+        let in_plan: BTreeSet<String> = actions
+            .iter()
+            .map(|action| action.resource.clone())
+            .collect();
         let mut execution = hafen_controller::execution::Execution::new(actions, limits, under_way);
         let mut running = futures::stream::FuturesUnordered::new();
+        let mut applied = self.replica.subscribe_applied();
+        applied.borrow_and_update();
+        let mut aborted = false;
         loop {
             let step = execution.next(|_| true);
             for action in step.skipped {
@@ -1267,11 +1274,50 @@ impl Orchestrator {
                     (action.id, ok)
                 });
             }
-            let Some((id, ok)) = running.next().await else {
-                break;
-            };
-            execution.finished(id, ok);
+            tokio::select! {
+                finished = running.next() => {
+                    let Some((id, ok)) = finished else {
+                        break;
+                    };
+                    execution.finished(id, ok);
+                }
+                changed = applied.changed(), if !aborted => {
+                    let now = self.local_state();
+                    if changed.is_err() || Self::plan_outdated(planned, &now, &in_plan) {
+                        aborted = true;
+                        let dropped = execution.abort();
+                        if !dropped.is_empty() {
+                            tracing::info!(
+                                dropped = dropped.len(),
+                                "the rest of the plan is dropped: something outside it changed; planning afresh"
+                            );
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether a committed change outside the plan's own resources (a host suspected,
+    /// fenced or put in standby, the configuration, another resource failing) makes the
+    /// rest of a plan made from `planned` stale, as an unexpected event aborts Pacemaker's
+    /// transition.
+    fn plan_outdated(
+        planned: &ClusterState,
+        now: &ClusterState,
+        in_plan: &BTreeSet<String>,
+    ) -> bool {
+        now.epoch != planned.epoch
+            || now.nodes != planned.nodes
+            || now
+                .runtime
+                .iter()
+                .filter(|(name, _)| !in_plan.contains(*name))
+                .any(|(name, runtime)| planned.runtime.get(name) != Some(runtime))
+            || planned
+                .runtime
+                .keys()
+                .any(|name| !in_plan.contains(name) && !now.runtime.contains_key(name))
     }
 
     /// One planned action, made from the state `planned` (and after a step of the same
@@ -1718,4 +1764,46 @@ fn fence_device(
     device.secret_parameters = config.secret_parameters.clone();
     device.host_map = config.host_map.clone();
     device
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running_on(host: &str) -> ResourceState {
+        ResourceState {
+            phase: Phase::Running,
+            host: Some(host.to_string()),
+            ..ResourceState::default()
+        }
+    }
+
+    #[test]
+    fn only_a_change_outside_the_plan_outdates_it() {
+        let mut planned = ClusterState::default();
+        planned
+            .runtime
+            .insert("in-plan".into(), ResourceState::default());
+        planned.runtime.insert("other".into(), running_on("h1"));
+        let in_plan = BTreeSet::from(["in-plan".to_string()]);
+        let mut now = planned.clone();
+        now.runtime.insert("in-plan".into(), running_on("h2"));
+        assert!(
+            !Orchestrator::plan_outdated(&planned, &now, &in_plan),
+            "the plan's own steps"
+        );
+        let mut failed = now.clone();
+        failed.runtime.get_mut("other").expect("inserted").phase = Phase::Failed;
+        assert!(Orchestrator::plan_outdated(&planned, &failed, &in_plan));
+        let mut removed = now.clone();
+        removed.runtime.remove("other");
+        assert!(Orchestrator::plan_outdated(&planned, &removed, &in_plan));
+        let mut reconfigured = now.clone();
+        reconfigured.epoch += 1;
+        assert!(Orchestrator::plan_outdated(
+            &planned,
+            &reconfigured,
+            &in_plan
+        ));
+    }
 }

@@ -125,6 +125,19 @@ impl Execution {
         self.outcome.insert(id, succeeded);
     }
 
+    /// An event made the rest of the plan stale (Pacemaker aborts its transition): nothing
+    /// more is launched, what runs ends, and the caller plans afresh once [`is_done`]. The
+    /// actions never launched are returned.
+    ///
+    /// [`is_done`]: Execution::is_done
+    pub fn abort(&mut self) -> Vec<Action> {
+        let dropped = std::mem::take(&mut self.waiting);
+        for action in &dropped {
+            self.outcome.insert(action.id, false);
+        }
+        dropped
+    }
+
     /// Nothing waits and nothing runs: the plan is carried out as far as it goes.
     pub fn is_done(&self) -> bool {
         self.running.is_empty() && self.waiting.is_empty()
@@ -416,6 +429,22 @@ mod tests {
             proptest::prop_assert_eq!(ended.len() + blocked.len(), plan.len());
             proptest::prop_assert_eq!(execution.is_done(), blocked.is_empty());
         }
+    }
+
+    #[test]
+    fn an_aborted_plan_launches_nothing_more_and_ends_with_what_runs() {
+        let plan = vec![start(0, "a", &[]), start(1, "b", &[0]), start(2, "c", &[])];
+        let limits = Limits {
+            parallel: 1,
+            migrations_per_host: 1,
+        };
+        let mut execution = Execution::new(plan, limits, []);
+        assert_eq!(ids(&execution.next(|_| true).launch), [0]);
+        assert_eq!(ids(&execution.abort()), [1, 2]);
+        assert!(!execution.is_done(), "a is still running");
+        execution.finished(0, true);
+        assert_eq!(execution.next(|_| true), Step::default());
+        assert!(execution.is_done());
     }
 
     #[test]

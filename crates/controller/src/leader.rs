@@ -150,6 +150,8 @@ pub struct ClusterController {
     /// Migrations this controller asked for: (resource, destination generation).
     own_migrations: BTreeSet<(String, u64)>,
     next_action_id: ActionId,
+    /// The plan being carried out; a new one is made only when it is over.
+    carrying: Option<Carrying>,
     dirty: bool,
     next_replan_ms: u64,
     status_shown: BTreeSet<String>,
@@ -173,6 +175,7 @@ impl ClusterController {
             awaiting_host: BTreeMap::new(),
             own_migrations: BTreeSet::new(),
             next_action_id: action_id_base + 1,
+            carrying: None,
             dirty: true,
             next_replan_ms: 0,
             status_shown: BTreeSet::new(),
@@ -205,12 +208,14 @@ impl ClusterController {
         self.awaiting_host.clear();
         self.own_migrations.clear();
         self.status_shown.clear();
+        self.carrying = None;
         self.dirty = true;
         self.act(now_ms)
     }
 
     pub fn handle_leadership_lost(&mut self, _now_ms: u64) -> Vec<Action> {
         self.leader = false;
+        self.carrying = None;
         self.operations.clear();
         self.fencing.clear();
         self.awaiting_resource.clear();
@@ -508,7 +513,8 @@ impl ClusterController {
         }
         self.decide_fencing(now_ms, &mut actions);
         self.drive_transitions(now_ms, &mut actions);
-        if self.dirty {
+        self.carry_on(now_ms, &mut actions);
+        if self.dirty && self.carrying.is_none() {
             self.dirty = false;
             self.next_replan_ms = now_ms + self.config.replan_interval_ms;
             self.run_plan(now_ms, &mut actions);
@@ -967,51 +973,84 @@ impl ClusterController {
                 return;
             }
         };
-        let snapshot = self.snapshot.take().expect("act checked the snapshot");
-        self.launch(&snapshot, &plan, now_ms, actions);
-        self.snapshot = Some(snapshot);
-    }
-
-    fn launch(
-        &mut self,
-        snapshot: &ClusterSnapshot,
-        plan: &hafen_scheduler::Plan,
-        now_ms: u64,
-        actions: &mut Vec<Action>,
-    ) {
-        let launched = self.operations.len() + self.awaiting_resource.len();
-        let Some(parallel) = self.config.max_parallel_operations.checked_sub(launched) else {
-            return;
-        };
-        if parallel == 0 {
-            return;
-        }
+        let snapshot = self.snapshot();
+        let in_plan: BTreeSet<String> = plan
+            .actions
+            .iter()
+            .map(|action| action.resource.clone())
+            .collect();
+        let under_way: Vec<(String, String)> = snapshot
+            .resources
+            .iter()
+            .flat_map(|record| &record.assignments)
+            .filter_map(|assignment| match &assignment.phase {
+                Phase::MigratingTo { host: to } => Some((assignment.host.clone(), to.clone())),
+                _ => None,
+            })
+            .collect();
         let limits = Limits {
-            parallel,
+            parallel: self.config.max_parallel_operations,
             migrations_per_host: self.config.migration_limit,
         };
-        let under_way = snapshot.resources.iter().flat_map(|record| {
-            record
-                .assignments
+        let execution = Execution::new(
+            plan.actions,
+            limits,
+            under_way
                 .iter()
-                .filter_map(|assignment| match &assignment.phase {
-                    Phase::MigratingTo { host: to } => {
-                        Some((assignment.host.as_str(), to.as_str()))
-                    }
-                    _ => None,
-                })
+                .map(|(from, to)| (from.as_str(), to.as_str())),
+        );
+        self.carrying = Some(Carrying {
+            basis: Basis::of(snapshot, &in_plan),
+            in_plan,
+            execution,
+            launched: BTreeMap::new(),
+            launched_any: false,
+            aborted: false,
         });
-        // Only the plan's first steps run now: each commit re-plans, and the next plan
-        // holds the steps that came after them.
-        let mut execution = Execution::new(plan.actions.clone(), limits, under_way);
-        // One step per resource: its commit makes the resource busy until it is seen.
+        self.carry_on(now_ms, actions);
+    }
+
+    /// Carries the current plan on, as Pacemaker's transition engine carries out a
+    /// transition: finished steps are noticed in the committed snapshot, the steps after
+    /// them launched ([`Execution`]: orderings, parallelism, the per-host migration limit);
+    /// a committed change outside the plan aborts it (nothing more is launched); once it
+    /// ends the controller plans afresh. A resource still starting counts as placed for
+    /// the scheduler, so planning anew while a plan runs would start what is ordered
+    /// after it too early.
+    fn carry_on(&mut self, now_ms: u64, actions: &mut Vec<Action>) {
+        let Some(mut carrying) = self.carrying.take() else {
+            return;
+        };
+        let snapshot = self.snapshot.take().expect("act checked the snapshot");
+        if !carrying.aborted && carrying.basis != Basis::of(&snapshot, &carrying.in_plan) {
+            carrying.aborted = true;
+            carrying.execution.abort();
+        }
+        let ids: Vec<u32> = carrying.launched.keys().copied().collect();
+        for id in ids {
+            let launched = carrying.launched.get_mut(&id).expect("listed above");
+            match self.progress(&snapshot, launched, now_ms) {
+                Progress::Running => {}
+                Progress::Finished(succeeded) => {
+                    carrying.launched.remove(&id);
+                    carrying.execution.finished(id, succeeded);
+                }
+                Progress::SecondHalf(transition) => {
+                    launched.second_half = true;
+                    launched.deadline_ms =
+                        now_ms + self.step_allowance(&snapshot, &launched.action);
+                    self.propose(now_ms, transition, actions);
+                }
+            }
+        }
+        // One step per resource at a time: its commit makes the resource busy until seen.
         let mut launches = Vec::new();
         let mut stepped: BTreeSet<String> = BTreeSet::new();
-        execution.next(|action| {
+        let step = carrying.execution.next(|action| {
             if stepped.contains(&action.resource) {
                 return false;
             }
-            match self.first_step(snapshot, action) {
+            match self.first_step(&snapshot, action) {
                 Some(launch) => {
                     stepped.insert(action.resource.clone());
                     launches.push(launch);
@@ -1020,7 +1059,17 @@ impl ClusterController {
                 None => false,
             }
         });
-        for launch in launches {
+        for (action, launch) in step.launch.into_iter().zip(launches) {
+            carrying.launched_any = true;
+            let deadline_ms = now_ms + self.step_allowance(&snapshot, &action);
+            carrying.launched.insert(
+                action.id,
+                Launched {
+                    action,
+                    deadline_ms,
+                    second_half: false,
+                },
+            );
             match launch {
                 Launch::Commit(transition) => {
                     if let Transition::MigrationRequested {
@@ -1045,6 +1094,123 @@ impl ClusterController {
                     self.execute(now_ms, record, (&host, generation), kind, false, actions);
                 }
             }
+        }
+        // Nothing runs and nothing waiting can start (a host not heard from, no room):
+        // the plan is over; the next one decides.
+        if carrying.execution.running() == 0 {
+            carrying.execution.abort();
+        }
+        if carrying.execution.is_done() {
+            // Plan again with what the plan changed; a plan that launched nothing waits
+            // for the next change or the re-plan interval.
+            self.dirty |= carrying.launched_any;
+        } else {
+            self.carrying = Some(carrying);
+        }
+        self.snapshot = Some(snapshot);
+    }
+
+    /// How long a launched step may take before it counts as failed: its commits and its
+    /// operations with every retry (a safety net; operations expire on their own).
+    fn step_allowance(&self, snapshot: &ClusterSnapshot, action: &hafen_scheduler::Action) -> u64 {
+        let timeouts = snapshot
+            .resource(&action.resource)
+            .map(|record| record.timeouts)
+            .unwrap_or_default();
+        let operation = timeouts
+            .start_timeout_ms
+            .max(timeouts.stop_timeout_ms)
+            .max(timeouts.migrate_timeout_ms)
+            + self.config.operation_grace_ms;
+        2 * self.config.commit_timeout_ms
+            + u64::from(self.config.operation_attempt_limit) * operation
+    }
+
+    /// Where a launched step stands in the committed snapshot.
+    fn progress(&self, snapshot: &ClusterSnapshot, launched: &Launched, now_ms: u64) -> Progress {
+        let action = &launched.action;
+        let hosts: Vec<&str> = match &action.kind {
+            ActionKind::Start { host }
+            | ActionKind::Stop { host }
+            | ActionKind::Restart { host }
+            | ActionKind::Promote { host }
+            | ActionKind::Demote { host } => vec![host],
+            ActionKind::Move { from, to } | ActionKind::Migrate { from, to } => vec![from, to],
+        };
+        // A host lost on the way: its part waits for fencing, the plan does not.
+        if hosts.iter().any(|host| {
+            snapshot
+                .host(host)
+                .is_none_or(|record| record.fencing != FencingState::None)
+        }) || now_ms >= launched.deadline_ms
+        {
+            return Progress::Finished(false);
+        }
+        let Some(record) = snapshot.resource(&action.resource) else {
+            return Progress::Finished(false);
+        };
+        let in_transit = record.assignments.iter().any(|assignment| {
+            matches!(
+                assignment.phase,
+                Phase::Starting
+                    | Phase::Stopping
+                    | Phase::MigratingTo { .. }
+                    | Phase::MigratingFrom { .. }
+            )
+        });
+        if self.busy(&action.resource) || in_transit {
+            return Progress::Running;
+        }
+        let running_on = |host: &str| {
+            record
+                .assignment_on(host)
+                .is_some_and(|assignment| assignment.phase == Phase::Running)
+        };
+        match &action.kind {
+            ActionKind::Start { host } => Progress::Finished(running_on(host)),
+            ActionKind::Stop { host } => Progress::Finished(record.assignment_on(host).is_none()),
+            ActionKind::Migrate { to, .. } => Progress::Finished(running_on(to)),
+            ActionKind::Promote { host } | ActionKind::Demote { host } => {
+                let promoted = matches!(action.kind, ActionKind::Promote { .. });
+                Progress::Finished(record.assignment_on(host).is_some_and(|assignment| {
+                    assignment.phase == Phase::Running && assignment.promoted == promoted
+                }))
+            }
+            ActionKind::Restart { host } => {
+                self.second_half(snapshot, launched, record, host, host)
+            }
+            ActionKind::Move { from, to } => self.second_half(snapshot, launched, record, from, to),
+        }
+    }
+
+    /// A move or restart: once its stop on `from` is done, its start on `to`.
+    fn second_half(
+        &self,
+        snapshot: &ClusterSnapshot,
+        launched: &Launched,
+        record: &ResourceRecord,
+        from: &str,
+        to: &str,
+    ) -> Progress {
+        if launched.second_half {
+            return Progress::Finished(
+                record
+                    .assignment_on(to)
+                    .is_some_and(|assignment| assignment.phase == Phase::Running),
+            );
+        }
+        if record.assignment_on(from).is_some() {
+            return Progress::Finished(false);
+        }
+        match snapshot.host(to) {
+            Some(host) if snapshot.fits(record, host) && self.heard(to) => {
+                Progress::SecondHalf(Transition::Assign {
+                    resource: record.config.name.clone(),
+                    host: to.to_string(),
+                    generation: record.generation + 1,
+                })
+            }
+            _ => Progress::Finished(false),
         }
     }
 
@@ -1120,7 +1286,66 @@ impl ClusterController {
     }
 }
 
+/// The plan being carried out, and what it was made from.
+#[derive(Debug)]
+struct Carrying {
+    execution: Execution,
+    in_plan: BTreeSet<String>,
+    basis: Basis,
+    launched: BTreeMap<u32, Launched>,
+    launched_any: bool,
+    aborted: bool,
+}
+
+/// What a plan depends on besides its own resources: a change to any of it aborts the plan.
+#[derive(Debug, PartialEq)]
+struct Basis {
+    hosts: Vec<HostRecord>,
+    others: Vec<ResourceRecord>,
+    options: hafen_scheduler::ClusterOptions,
+    groups: Vec<hafen_scheduler::Group>,
+    clones: Vec<hafen_scheduler::ResourceClone>,
+    constraints: hafen_scheduler::Constraints,
+    failover_domains: Vec<hafen_scheduler::FailoverDomain>,
+}
+
+impl Basis {
+    fn of(snapshot: &ClusterSnapshot, in_plan: &BTreeSet<String>) -> Basis {
+        Basis {
+            hosts: snapshot.hosts.clone(),
+            others: snapshot
+                .resources
+                .iter()
+                .filter(|record| !in_plan.contains(&record.config.name))
+                .cloned()
+                .collect(),
+            options: snapshot.options.clone(),
+            groups: snapshot.groups.clone(),
+            clones: snapshot.clones.clone(),
+            constraints: snapshot.constraints.clone(),
+            failover_domains: snapshot.failover_domains.clone(),
+        }
+    }
+}
+
+/// A launched step of the plan.
+#[derive(Debug)]
+struct Launched {
+    action: hafen_scheduler::Action,
+    deadline_ms: u64,
+    /// A move's or restart's start, after its stop, is under way.
+    second_half: bool,
+}
+
+enum Progress {
+    Running,
+    Finished(bool),
+    /// A move's or restart's stop is done: start it at its destination.
+    SecondHalf(Transition),
+}
+
 /// How a plan's first step is launched.
+
 enum Launch {
     Commit(Transition),
     Execute {

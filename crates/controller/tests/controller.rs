@@ -544,3 +544,68 @@ fn a_member_the_quorum_rests_on_is_never_suspected() {
         |transition| matches!(transition, Transition::HostSuspected { host, .. } if host == "h1")
     ));
 }
+
+/// A mandatory ordering db -> app: app is assigned only once db runs, however many
+/// snapshots arrive while db is starting (a plan is carried out to its end before the
+/// next, as Pacemaker's transition engine does).
+#[test]
+fn what_is_ordered_after_a_start_waits_until_it_runs() {
+    let mut state = cluster(&[FencingMethod::Device, FencingMethod::Device]);
+    state.resources[0].config.name = "db".to_string();
+    let mut app = hafen_scheduler::Resource::new("app");
+    app.utilization.insert("cpu".to_string(), 1);
+    state.resources.push(ResourceRecord::new(app));
+    state.constraints.orderings.push(hafen_scheduler::Ordering {
+        id: "db-then-app".to_string(),
+        first: "db".to_string(),
+        then: "app".to_string(),
+        kind: hafen_scheduler::OrderingKind::Mandatory,
+        symmetrical: true,
+    });
+    let mut controller = leader(&state, ControllerConfig::default());
+    let mut actions = Vec::new();
+    for host in ["h1", "h2"] {
+        actions.extend(controller.handle_heartbeat(100, heartbeat(host, 100, Vec::new())));
+    }
+    actions.extend(controller.handle_tick(150));
+    let actions = settle(&mut controller, &mut state, 150, actions);
+    let started: Vec<&Operation> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Execute(operation) if operation.kind == OperationKind::Start => Some(operation),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{actions:?}");
+    let db = started[0].clone();
+    assert_eq!(db.resource, "db");
+    // Ticks and heartbeats while db starts change nothing for app.
+    for now in [300, 600, 1_200] {
+        let mut actions = controller.handle_tick(now);
+        for host in ["h1", "h2"] {
+            actions.extend(controller.handle_heartbeat(now, heartbeat(host, now, Vec::new())));
+        }
+        let actions = settle(&mut controller, &mut state, now, actions);
+        assert!(
+            state.resource("app").unwrap().assignments.is_empty(),
+            "app assigned while db starts: {actions:?}"
+        );
+    }
+    let actions = controller.handle_operation_result(
+        1_300,
+        OperationResult {
+            action_id: db.action_id,
+            host: db.host.clone(),
+            resource: db.resource.clone(),
+            generation: db.generation,
+            outcome: Outcome::Success,
+        },
+    );
+    let actions = settle(&mut controller, &mut state, 1_300, actions);
+    let app = state.resource("app").unwrap();
+    assert_eq!(app.assignments.len(), 1, "{actions:?}");
+    assert!(actions.iter().any(|action| matches!(
+        action,
+        Action::Execute(operation) if operation.resource == "app" && operation.kind == OperationKind::Start
+    )));
+}
