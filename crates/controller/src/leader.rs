@@ -1337,6 +1337,7 @@ struct Launched {
     second_half: bool,
 }
 
+/// Where a launched step stands.
 enum Progress {
     Running,
     Finished(bool),
@@ -1345,7 +1346,6 @@ enum Progress {
 }
 
 /// How a plan's first step is launched.
-
 enum Launch {
     Commit(Transition),
     Execute {
