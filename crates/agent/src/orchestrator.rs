@@ -15,6 +15,7 @@ use hafen_rpc::PeerClient;
 use hafen_store::Replica;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1258,10 +1259,11 @@ impl Orchestrator {
             .map(|action| action.resource.clone())
             .collect();
         let mut execution = hafen_controller::execution::Execution::new(actions, limits, under_way);
+        // Read by running moves and restarts between their stop and their start.
+        let aborted = AtomicBool::new(false);
         let mut running = futures::stream::FuturesUnordered::new();
         let mut applied = self.replica.subscribe_applied();
         applied.borrow_and_update();
-        let mut aborted = false;
         loop {
             let step = execution.next(|_| true);
             for action in step.skipped {
@@ -1269,8 +1271,11 @@ impl Orchestrator {
             }
             for action in step.launch {
                 let own_step_before = follows_own.contains(&action.id);
+                let aborted = &aborted;
                 running.push(async move {
-                    let ok = self.carry_out(planned, &action, own_step_before).await;
+                    let ok = self
+                        .carry_out(planned, &action, own_step_before, aborted)
+                        .await;
                     (action.id, ok)
                 });
             }
@@ -1281,10 +1286,10 @@ impl Orchestrator {
                     };
                     execution.finished(id, ok);
                 }
-                changed = applied.changed(), if !aborted => {
+                changed = applied.changed(), if !aborted.load(Ordering::Relaxed) => {
                     let now = self.local_state();
                     if changed.is_err() || Self::plan_outdated(planned, &now, &in_plan) {
-                        aborted = true;
+                        aborted.store(true, Ordering::Relaxed);
                         let dropped = execution.abort();
                         if !dropped.is_empty() {
                             tracing::info!(
@@ -1321,12 +1326,15 @@ impl Orchestrator {
     }
 
     /// One planned action, made from the state `planned` (and after a step of the same
-    /// resource if `own_step_before`); false when it failed or could not be tried now.
+    /// resource if `own_step_before`); false when it failed or could not be tried now. A
+    /// move or restart whose plan is `aborted` after its stop does not start again: the
+    /// start would be a new step of a stale plan.
     async fn carry_out(
         &self,
         planned: &ClusterState,
         action: &hafen_scheduler::Action,
         own_step_before: bool,
+        aborted: &AtomicBool,
     ) -> bool {
         let name = action.resource.clone();
         if self.backing_off(&name) {
@@ -1367,6 +1375,10 @@ impl Orchestrator {
             hafen_scheduler::ActionKind::Restart { host }
             | hafen_scheduler::ActionKind::Move { to: host, .. } => {
                 match self.stop_claimed(&name).await {
+                    Ok(()) if aborted.load(Ordering::Relaxed) => {
+                        tracing::info!(%action, "stopped; not started again: the plan was dropped");
+                        return false;
+                    }
                     Ok(()) => self.start_claimed(&name, Some(host)).await.map(|_| ()),
                     Err(error) => Err(error),
                 }

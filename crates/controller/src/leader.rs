@@ -1035,6 +1035,12 @@ impl ClusterController {
                     carrying.launched.remove(&id);
                     carrying.execution.finished(id, succeeded);
                 }
+                // An aborted plan starts nothing new: the stop is done, the start would be
+                // a new step made from a stale plan.
+                Progress::SecondHalf(_) if carrying.aborted => {
+                    carrying.launched.remove(&id);
+                    carrying.execution.finished(id, false);
+                }
                 Progress::SecondHalf(transition) => {
                     launched.second_half = true;
                     launched.deadline_ms =
@@ -1397,6 +1403,7 @@ pub fn scheduler_view(snapshot: &ClusterSnapshot, config: &ControllerConfig) -> 
                 host: assignment.host.clone(),
                 promoted: assignment.promoted,
                 failed: assignment.phase == Phase::Failed,
+                pending: matches!(assignment.phase, Phase::Starting | Phase::Stopping),
             })
             .collect();
         for (host, count) in &record.config.fail_counts {

@@ -87,6 +87,7 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
                         host: host.clone(),
                         promoted: instance.promoted,
                         failed: instance.phase == Phase::Failed,
+                        pending: matches!(instance.phase, Phase::Starting | Phase::Stopping),
                     })
                     .collect()
             } else {
@@ -94,8 +95,13 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
                     (Phase::Stopped, _) | (_, None) => Vec::new(),
                     (Phase::Failed, Some(host)) => vec![Instance {
                         host: host.clone(),
-                        promoted: false,
                         failed: true,
+                        ..Instance::default()
+                    }],
+                    (Phase::Starting | Phase::Stopping, Some(host)) => vec![Instance {
+                        host: host.clone(),
+                        pending: true,
+                        ..Instance::default()
                     }],
                     (_, Some(host)) => vec![Instance::on(host.clone())],
                 }

@@ -331,7 +331,25 @@ impl<'c, 'v> Assigner<'c, 'v> {
         ordering
             .first
             .iter()
-            .all(|&resource| self.resource_runs(resource))
+            .all(|&resource| self.resource_runs(resource) && !self.not_yet_running(resource))
+    }
+
+    /// Placed only where a start or stop of it is under way, or where the host is unclean:
+    /// what is ordered after it waits. Pacemaker's semantics: an operation in flight has not
+    /// ended yet, and what sits on an unclean host is not known to run (its stop is implied by
+    /// the fence to come), however long fencing takes.
+    fn not_yet_running(&self, resource: ResourceId) -> bool {
+        let cluster = self.cluster;
+        let info = cluster.resource(resource);
+        let result = &self.results[info.unit as usize];
+        !result.hosts.is_empty()
+            && result.hosts.iter().all(|placed| {
+                cluster.hosts[placed.host as usize].state == HostState::Unclean
+                    || info
+                        .active
+                        .iter()
+                        .any(|instance| instance.host == placed.host && instance.pending)
+            })
     }
 
     pub fn resource_runs(&self, resource: ResourceId) -> bool {

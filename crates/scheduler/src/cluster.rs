@@ -40,6 +40,7 @@ pub(crate) struct ActiveInstance {
     pub host: HostId,
     pub promoted: bool,
     pub failed: bool,
+    pub pending: bool,
 }
 
 pub(crate) struct ResourceInfo<'v> {
@@ -591,6 +592,7 @@ fn build_resource<'v>(
                 host,
                 promoted: instance.promoted,
                 failed: instance.failed,
+                pending: instance.pending,
             });
         } else {
             lost_on.push(host);

@@ -225,6 +225,9 @@ pub struct Instance {
     pub promoted: bool,
     /// The last monitor failed: the instance needs recovery.
     pub failed: bool,
+    /// A start or stop of it is under way: it counts as placed, but what is ordered after
+    /// it (a mandatory ordering) waits until it runs.
+    pub pending: bool,
 }
 
 impl Instance {
@@ -233,6 +236,7 @@ impl Instance {
             host: host.into(),
             promoted: false,
             failed: false,
+            pending: false,
         }
     }
 }
@@ -245,6 +249,8 @@ struct InstanceFields {
     promoted: bool,
     #[serde(default, skip_serializing_if = "is_default")]
     failed: bool,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pending: bool,
 }
 
 #[derive(Deserialize)]
@@ -256,13 +262,14 @@ enum InstanceForm {
 
 impl Serialize for Instance {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if !self.promoted && !self.failed {
+        if !self.promoted && !self.failed && !self.pending {
             return serializer.serialize_str(&self.host);
         }
         InstanceFields {
             host: self.host.clone(),
             promoted: self.promoted,
             failed: self.failed,
+            pending: self.pending,
         }
         .serialize(serializer)
     }
@@ -276,6 +283,7 @@ impl<'de> Deserialize<'de> for Instance {
                 host: fields.host,
                 promoted: fields.promoted,
                 failed: fields.failed,
+                pending: fields.pending,
             },
         })
     }

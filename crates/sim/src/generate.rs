@@ -53,6 +53,7 @@ pub fn random_config(seed: u64, unsafe_recover_without_fence_confirmation: bool)
             prefers: rng
                 .chance(30)
                 .then(|| format!("h{}", rng.between(1, members as u64))),
+            after: (index > 0 && rng.chance(30)).then(|| format!("vm{index}")),
         })
         .collect();
     let faults = random_faults(&mut rng, &hosts, members, &resources);

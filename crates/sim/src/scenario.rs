@@ -91,6 +91,7 @@ pub fn parse(text: &str) -> Result<SimConfig, ScenarioError> {
                         .map(|_| number("threshold", 0).map(|value| value as u32))
                         .transpose()?,
                     prefers: option(&words, "prefers").map(str::to_string),
+                    after: option(&words, "after").map(str::to_string),
                 });
             }
             "end" => {

@@ -32,6 +32,8 @@ pub struct ResourceSpec {
     pub migration_threshold: Option<u32>,
     /// Location preference (score 100) for this host.
     pub prefers: Option<String>,
+    /// A mandatory ordering: this resource starts only after the named one runs.
+    pub after: Option<String>,
 }
 
 /// A fault (or operator action) injected at a time.
@@ -226,6 +228,9 @@ pub struct World {
     controller: Option<ClusterController>,
     election_pending: bool,
     snapshot_pending: bool,
+    /// The committed state as the leader's controller last saw it (its decisions are
+    /// checked against what it knew).
+    leader_view: ClusterSnapshot,
     monitor_failures: BTreeMap<String, u32>,
     start_failures: BTreeMap<String, u32>,
     faults_over: bool,
@@ -277,6 +282,7 @@ impl World {
             controller: None,
             election_pending: false,
             snapshot_pending: false,
+            leader_view: ClusterSnapshot::default(),
             monitor_failures: BTreeMap::new(),
             start_failures: BTreeMap::new(),
             faults_over: false,
@@ -413,6 +419,7 @@ impl World {
                 if epoch == self.epoch && self.controller.is_some() {
                     let mut snapshot = self.state.clone();
                     snapshot.quorate = true;
+                    self.leader_view = snapshot.clone();
                     let now_ms = self.now_ms;
                     let actions = self.controller_mut().handle_snapshot(now_ms, snapshot);
                     self.leader_actions(actions);
@@ -490,6 +497,7 @@ impl World {
         let mut actions = controller.handle_leadership_gained(now_ms);
         let mut snapshot = self.state.clone();
         snapshot.quorate = true;
+        self.leader_view = snapshot.clone();
         actions.extend(controller.handle_snapshot(now_ms, snapshot));
         self.controller = Some(controller);
         self.leader_actions(actions);
@@ -541,6 +549,9 @@ impl World {
         for action in actions {
             match action {
                 Action::Commit(transition) => {
+                    if let Transition::Assign { resource, host, .. } = &transition {
+                        self.check_ordering(resource, host);
+                    }
                     let delay_ms = self.range(2, 20);
                     let epoch = self.epoch;
                     self.schedule(delay_ms, Event::CommitApply { epoch, transition });
@@ -1167,6 +1178,35 @@ impl World {
         }
     }
 
+    /// O1: the leader assigns a resource ordered after another (mandatory) only while it
+    /// knows that one committed running (a failure committed while the assignment is on
+    /// its way is a race every cluster manager has; the next plan stops it again).
+    fn check_ordering(&mut self, resource: &str, host: &str) {
+        let Some(first) = self
+            .config
+            .resources
+            .iter()
+            .find(|spec| spec.name == resource)
+            .and_then(|spec| spec.after.clone())
+        else {
+            return;
+        };
+        let runs = self.leader_view.resource(&first).is_some_and(|record| {
+            record
+                .assignments
+                .iter()
+                .any(|assignment| assignment.phase == Phase::Running)
+        });
+        if !runs {
+            self.violation(
+                "O1",
+                format!(
+                    "{resource} assigned to {host} while {first}, ordered before it, does not run"
+                ),
+            );
+        }
+    }
+
     /// I2: recovery starts nowhere while another host may still run the resource.
     fn check_recovery(&mut self, resource: &str, host: &str) {
         if self.state.is_cloned(resource) {
@@ -1311,6 +1351,15 @@ fn initial_state(config: &SimConfig) -> ClusterSnapshot {
         record.timeouts.stop_timeout_ms = 5_000;
         record.timeouts.migrate_timeout_ms = 10_000;
         state.resources.push(record);
+        if let Some(first) = &spec.after {
+            state.constraints.orderings.push(hafen_scheduler::Ordering {
+                id: format!("{first}-then-{}", spec.name),
+                first: first.clone(),
+                then: spec.name.clone(),
+                kind: hafen_scheduler::OrderingKind::Mandatory,
+                symmetrical: true,
+            });
+        }
         if let Some(host) = &spec.prefers {
             state.constraints.locations.push(hafen_scheduler::Location {
                 id: format!("prefer-{}", spec.name),
