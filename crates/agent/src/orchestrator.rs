@@ -565,8 +565,19 @@ impl Orchestrator {
         {
             return Ok(runtime);
         }
-        let planned = self
-            .plan(&state)?
+        let plan = self.plan(&state)?;
+        // Ordered after something this plan starts first: the reconciler starts it in order
+        // (its target role is already Started).
+        if host.is_none()
+            && plan
+                .actions
+                .iter()
+                .any(|action| action.resource == name && !action.after.is_empty())
+        {
+            tracing::info!(resource = %name, "left to the reconciler: it starts after other steps of the plan");
+            return Ok(runtime);
+        }
+        let planned = plan
             .actions
             .into_iter()
             .find_map(|action| match action.kind {

@@ -311,17 +311,37 @@ pub struct MigrateRequest {
     pub lifetime_s: Option<u64>,
 }
 
-/// A location constraint as `constraint list` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A constraint as `constraint list` shows it and `constraint add` sends it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ConstraintInfo {
     pub id: String,
-    /// `location`.
+    /// `location`, `colocation` or `order`.
     pub kind: String,
+    /// location: the resource placed; colocation: the one placed relative to `with`;
+    /// order: the one that starts first.
     pub resource: String,
+    /// location: the host scored.
+    #[serde(default)]
     pub host: String,
-    /// ±1000000 is ±INFINITY.
+    /// location and colocation: ±1000000 is ±INFINITY.
+    #[serde(default)]
     pub score: i64,
+    /// location: when it stops applying (ms since the epoch).
+    #[serde(default)]
     pub expires_ms: Option<u64>,
+    /// colocation: the resource `resource` is placed relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with: Option<String>,
+    /// order: the resource that starts after `resource`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<String>,
+    /// order: `mandatory` (default: `then` cannot run unless `resource` runs) or
+    /// `optional` (orders only what happens in the same plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<String>,
+    /// order: whether `then` also stops before `resource` (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symmetrical: Option<bool>,
 }
 
 /// What a live migration measured.

@@ -464,6 +464,40 @@ fn constraint_info(
         host: constraint.host.clone(),
         score: constraint.score,
         expires_ms: constraint.expires_ms,
+        ..Default::default()
+    }
+}
+
+fn colocation_info(
+    constraint: &hafen_model::resource::ColocationConstraint,
+) -> hafen_api_types::ConstraintInfo {
+    hafen_api_types::ConstraintInfo {
+        id: constraint.id.clone(),
+        kind: "colocation".to_string(),
+        resource: constraint.resource.clone(),
+        score: constraint.score,
+        with: Some(constraint.with.clone()),
+        ..Default::default()
+    }
+}
+
+fn ordering_info(
+    constraint: &hafen_model::resource::OrderingConstraint,
+) -> hafen_api_types::ConstraintInfo {
+    hafen_api_types::ConstraintInfo {
+        id: constraint.id.clone(),
+        kind: "order".to_string(),
+        resource: constraint.first.clone(),
+        then: Some(constraint.then.clone()),
+        ordering: Some(
+            match constraint.kind {
+                hafen_model::resource::OrderingKind::Mandatory => "mandatory",
+                hafen_model::resource::OrderingKind::Optional => "optional",
+            }
+            .to_string(),
+        ),
+        symmetrical: Some(constraint.symmetrical),
+        ..Default::default()
     }
 }
 
@@ -472,12 +506,14 @@ pub(crate) async fn list_constraints(
     State(context): State<SharedContext>,
 ) -> ApiResult<Vec<hafen_api_types::ConstraintInfo>> {
     let state = context.replica.read_shared().await?;
+    let config = &state.config;
     Ok(Json(
-        state
-            .config
+        config
             .constraints
             .values()
             .map(constraint_info)
+            .chain(config.colocations.values().map(colocation_info))
+            .chain(config.orderings.values().map(ordering_info))
             .collect(),
     ))
 }
@@ -488,35 +524,112 @@ pub(crate) async fn add_constraint(
     headers: HeaderMap,
     Json(request): Json<hafen_api_types::ConstraintInfo>,
 ) -> ApiResult<hafen_api_types::ConstraintInfo> {
-    if request.kind != "location" {
-        return Err(ApiError::Invalid(format!(
-            "constraint kind {:?} is not supported yet (only location)",
-            request.kind
-        )));
-    }
     let state = context.replica.read_shared().await?;
-    if state.config.constraints.contains_key(&request.id) {
+    let config = &state.config;
+    if config.constraints.contains_key(&request.id)
+        || config.colocations.contains_key(&request.id)
+        || config.orderings.contains_key(&request.id)
+    {
         return Err(ApiError::Conflict(format!(
             "a constraint with id {} exists already",
             request.id
         )));
     }
-    let constraint = hafen_model::resource::LocationConstraint {
-        id: request.id,
-        resource: request.resource,
-        host: request.host,
-        score: request.score,
-        expires_ms: request.expires_ms,
+    let (change, info) = constraint_change(request)?;
+    configure(&context, &headers, change).await?;
+    Ok(Json(info))
+}
+
+/// The configuration change a `constraint add` request asks for, refusing fields that do
+/// not belong to its kind (a misplaced field is a misunderstanding, not a detail).
+fn constraint_change(
+    request: hafen_api_types::ConstraintInfo,
+) -> Result<(ConfigChange, hafen_api_types::ConstraintInfo), ApiError> {
+    let refuse = |field: &str| {
+        Err(ApiError::Invalid(format!(
+            "constraint {}: a {} constraint has no {field}",
+            request.id, request.kind
+        )))
     };
-    configure(
-        &context,
-        &headers,
-        ConfigChange::SetConstraint {
-            constraint: constraint.clone(),
-        },
-    )
-    .await?;
-    Ok(Json(constraint_info(&constraint)))
+    match request.kind.as_str() {
+        "location" => {
+            if request.with.is_some() {
+                return refuse("with");
+            }
+            if request.then.is_some() || request.ordering.is_some() || request.symmetrical.is_some()
+            {
+                return refuse("then, ordering or symmetrical");
+            }
+            let constraint = hafen_model::resource::LocationConstraint {
+                id: request.id,
+                resource: request.resource,
+                host: request.host,
+                score: request.score,
+                expires_ms: request.expires_ms,
+            };
+            let info = constraint_info(&constraint);
+            Ok((ConfigChange::SetConstraint { constraint }, info))
+        }
+        "colocation" => {
+            if !request.host.is_empty() || request.expires_ms.is_some() {
+                return refuse("host or expiry");
+            }
+            if request.then.is_some() || request.ordering.is_some() || request.symmetrical.is_some()
+            {
+                return refuse("then, ordering or symmetrical");
+            }
+            let Some(with) = request.with else {
+                return Err(ApiError::Invalid(format!(
+                    "constraint {}: a colocation needs `with`, the resource to place {} with",
+                    request.id, request.resource
+                )));
+            };
+            let constraint = hafen_model::resource::ColocationConstraint {
+                id: request.id,
+                resource: request.resource,
+                with,
+                score: request.score,
+            };
+            let info = colocation_info(&constraint);
+            Ok((ConfigChange::SetColocation { constraint }, info))
+        }
+        "order" => {
+            if !request.host.is_empty() || request.expires_ms.is_some() || request.score != 0 {
+                return refuse("host, score or expiry");
+            }
+            if request.with.is_some() {
+                return refuse("with");
+            }
+            let Some(then) = request.then else {
+                return Err(ApiError::Invalid(format!(
+                    "constraint {}: an order needs `then`, the resource that starts after {}",
+                    request.id, request.resource
+                )));
+            };
+            let kind = match request.ordering.as_deref() {
+                None | Some("mandatory") => hafen_model::resource::OrderingKind::Mandatory,
+                Some("optional") => hafen_model::resource::OrderingKind::Optional,
+                Some(other) => {
+                    return Err(ApiError::Invalid(format!(
+                        "constraint {}: ordering {other:?} must be mandatory or optional",
+                        request.id
+                    )));
+                }
+            };
+            let constraint = hafen_model::resource::OrderingConstraint {
+                id: request.id,
+                first: request.resource,
+                then,
+                kind,
+                symmetrical: request.symmetrical.unwrap_or(true),
+            };
+            let info = ordering_info(&constraint);
+            Ok((ConfigChange::SetOrdering { constraint }, info))
+        }
+        other => Err(ApiError::Invalid(format!(
+            "constraint kind {other:?} must be location, colocation or order"
+        ))),
+    }
 }
 
 #[utoipa::path(delete, path = "/api/v1/constraints/{id}", responses((status = 200, body = crate::handlers::Done), (status = 404, body = hafen_api_types::ErrorBody)))]

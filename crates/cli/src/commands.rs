@@ -574,10 +574,13 @@ async fn constraint(global: &GlobalArgs, command: ConstraintCommand) -> anyhow::
             resource,
             host,
             score,
+            with,
+            then,
+            optional,
+            asymmetrical,
             id,
             lifetime,
         } => {
-            let score = parse_score(&score)?;
             let expires_ms = match lifetime {
                 Some(lifetime) => {
                     let now = std::time::SystemTime::now()
@@ -587,15 +590,60 @@ async fn constraint(global: &GlobalArgs, command: ConstraintCommand) -> anyhow::
                 }
                 None => None,
             };
-            let id = id.unwrap_or_else(|| format!("location-{resource}-{host}"));
+            let score = score.as_deref().map(parse_score).transpose()?;
+            if kind != "order" && (optional || asymmetrical || then.is_some()) {
+                anyhow::bail!(
+                    "--then, --optional and --asymmetrical are for order constraints, not {kind}"
+                );
+            }
+            if kind != "colocation" && with.is_some() {
+                anyhow::bail!("--with is for colocation constraints, not {kind}");
+            }
+            let needs = |what: &str| anyhow::anyhow!("a {kind} constraint needs {what}");
+            let request = match kind.as_str() {
+                "location" => {
+                    let host = host.ok_or_else(|| needs("--host"))?;
+                    hafen_api_types::ConstraintInfo {
+                        id: id.unwrap_or_else(|| format!("location-{resource}-{host}")),
+                        score: score.ok_or_else(|| needs("--score"))?,
+                        host,
+                        expires_ms,
+                        ..Default::default()
+                    }
+                }
+                "colocation" => {
+                    let with = with.ok_or_else(|| needs("--with"))?;
+                    hafen_api_types::ConstraintInfo {
+                        id: id.unwrap_or_else(|| format!("colocation-{resource}-{with}")),
+                        score: score.ok_or_else(|| needs("--score"))?,
+                        with: Some(with),
+                        host: host.unwrap_or_default(),
+                        expires_ms,
+                        ..Default::default()
+                    }
+                }
+                "order" => {
+                    let then = then.ok_or_else(|| needs("--then"))?;
+                    hafen_api_types::ConstraintInfo {
+                        id: id.unwrap_or_else(|| format!("order-{resource}-{then}")),
+                        then: Some(then),
+                        ordering: Some(if optional { "optional" } else { "mandatory" }.into()),
+                        symmetrical: Some(!asymmetrical),
+                        host: host.unwrap_or_default(),
+                        score: score.unwrap_or_default(),
+                        expires_ms,
+                        ..Default::default()
+                    }
+                }
+                other => {
+                    anyhow::bail!("constraint kind {other:?} must be location, colocation or order")
+                }
+            };
             let added = client
                 .add_constraint(&hafen_api_types::ConstraintInfo {
-                    id,
                     kind,
                     resource,
-                    host,
-                    score,
-                    expires_ms,
+                    ..request
                 })
                 .await?;
             if json {

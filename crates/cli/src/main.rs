@@ -261,19 +261,35 @@ pub enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ConstraintCommand {
-    /// `location RESOURCE --host H --score S`: prefer (positive) or avoid (negative) a host.
+    /// `location RESOURCE --host H --score S`: prefer (positive) or avoid (negative) a host;
+    /// `colocation RESOURCE --with OTHER --score S`: place RESOURCE with (positive) or away
+    /// from (negative) OTHER, ±INFINITY mandatory; `order FIRST --then THEN [--optional]
+    /// [--asymmetrical]`: start THEN after FIRST (and stop it before FIRST).
     Add {
-        /// Only `location` for now.
+        /// location, colocation or order.
         kind: String,
         resource: String,
+        /// location: the host.
         #[arg(long)]
-        host: String,
-        /// An integer, INFINITY or -INFINITY.
+        host: Option<String>,
+        /// location and colocation: an integer, INFINITY or -INFINITY.
         #[arg(long, allow_hyphen_values = true)]
-        score: String,
+        score: Option<String>,
+        /// colocation: the resource to place RESOURCE relative to.
+        #[arg(long)]
+        with: Option<String>,
+        /// order: the resource that starts after RESOURCE.
+        #[arg(long)]
+        then: Option<String>,
+        /// order: only order what happens in the same plan (THEN may run without RESOURCE).
+        #[arg(long)]
+        optional: bool,
+        /// order: THEN need not stop before RESOURCE stops.
+        #[arg(long)]
+        asymmetrical: bool,
         #[arg(long)]
         id: Option<String>,
-        /// How long it applies (e.g. 30m).
+        /// location: how long it applies (e.g. 30m).
         #[arg(long)]
         lifetime: Option<String>,
     },

@@ -234,21 +234,41 @@ pub fn constraints_table(constraints: &[hafen_api_types::ConstraintInfo]) -> Str
         "ID".to_string(),
         "KIND".to_string(),
         "RESOURCE".to_string(),
-        "HOST".to_string(),
+        "HOST / WITH / THEN".to_string(),
         "SCORE".to_string(),
         "EXPIRES (ms since epoch)".to_string(),
     ]];
     for constraint in constraints {
+        let score = match constraint.score {
+            1_000_000 => "INFINITY".to_string(),
+            -1_000_000 => "-INFINITY".to_string(),
+            score => score.to_string(),
+        };
+        let (target, score) = match constraint.kind.as_str() {
+            "colocation" => (
+                format!("with {}", constraint.with.as_deref().unwrap_or("?")),
+                score,
+            ),
+            "order" => (
+                format!("then {}", constraint.then.as_deref().unwrap_or("?")),
+                format!(
+                    "{}{}",
+                    constraint.ordering.as_deref().unwrap_or("mandatory"),
+                    if constraint.symmetrical == Some(false) {
+                        ", asymmetrical"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            _ => (constraint.host.clone(), score),
+        };
         rows.push([
             constraint.id.clone(),
             constraint.kind.clone(),
             constraint.resource.clone(),
-            constraint.host.clone(),
-            match constraint.score {
-                1_000_000 => "INFINITY".to_string(),
-                -1_000_000 => "-INFINITY".to_string(),
-                score => score.to_string(),
-            },
+            target,
+            score,
             constraint
                 .expires_ms
                 .map(|ms| ms.to_string())

@@ -5,8 +5,8 @@
 
 use crate::property::{self, PropertyError, PropertyValue};
 use crate::resource::{
-    LocationConstraint, PoolConfig, ResourceConfig, ResourceKind, TargetRole, TemplateConfig,
-    VmBoot,
+    ColocationConstraint, LocationConstraint, OrderingConstraint, PoolConfig, ResourceConfig,
+    ResourceKind, TargetRole, TemplateConfig, VmBoot,
 };
 use crate::validate::name;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,12 @@ pub struct ClusterConfig {
     /// Location constraints by id.
     #[serde(default)]
     pub constraints: BTreeMap<String, LocationConstraint>,
+    /// Colocation constraints by id (ids are unique across every kind).
+    #[serde(default)]
+    pub colocations: BTreeMap<String, ColocationConstraint>,
+    /// Ordering constraints by id.
+    #[serde(default)]
+    pub orderings: BTreeMap<String, OrderingConstraint>,
     #[serde(default)]
     pub fence_devices: BTreeMap<String, crate::fencing::FenceDeviceConfig>,
 }
@@ -74,6 +80,15 @@ pub enum ConfigChange {
     SetConstraint {
         constraint: LocationConstraint,
     },
+    /// Adds a colocation constraint, replacing one with the same id.
+    SetColocation {
+        constraint: ColocationConstraint,
+    },
+    /// Adds an ordering constraint, replacing one with the same id.
+    SetOrdering {
+        constraint: OrderingConstraint,
+    },
+    /// Removes a constraint of any kind.
     RemoveConstraint {
         id: String,
     },
@@ -106,6 +121,22 @@ impl ConfigChange {
                 "constraint {}: {} on {} scores {}",
                 constraint.id, constraint.resource, constraint.host, constraint.score
             ),
+            ConfigChange::SetColocation { constraint } => format!(
+                "constraint {}: {} with {} scores {}",
+                constraint.id, constraint.resource, constraint.with, constraint.score
+            ),
+            ConfigChange::SetOrdering { constraint } => format!(
+                "constraint {}: {} then {} ({:?}{})",
+                constraint.id,
+                constraint.first,
+                constraint.then,
+                constraint.kind,
+                if constraint.symmetrical {
+                    ""
+                } else {
+                    ", asymmetrical"
+                }
+            ),
             ConfigChange::RemoveConstraint { id } => format!("remove constraint {id}"),
             ConfigChange::SetFenceDevice { device } => {
                 format!("fence device {} ({})", device.name, device.agent)
@@ -116,6 +147,26 @@ impl ConfigChange {
 }
 
 impl ClusterConfig {
+    /// Constraint ids are unique across kinds: `id` may be (re)set as a `kind` constraint
+    /// only if no constraint of another kind has it.
+    fn constraint_id_free(&self, id: &str, kind: &str) -> Result<(), ConfigError> {
+        let taken_by = if kind != "location" && self.constraints.contains_key(id) {
+            Some("a location")
+        } else if kind != "colocation" && self.colocations.contains_key(id) {
+            Some("a colocation")
+        } else if kind != "order" && self.orderings.contains_key(id) {
+            Some("an order")
+        } else {
+            None
+        };
+        match taken_by {
+            Some(other) => Err(ConfigError::Conflict(format!(
+                "constraint id {id} is taken by {other} constraint"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// The effective value of a property: the one set, else its default.
     pub fn property(&self, key: &str) -> Result<PropertyValue, PropertyError> {
         let def = property::lookup(key)?;
@@ -173,14 +224,35 @@ impl ClusterConfig {
                 // A constraint of a deleted resource would dangle: it goes with it.
                 next.constraints
                     .retain(|_, constraint| constraint.resource != *name);
+                next.colocations.retain(|_, constraint| {
+                    constraint.resource != *name && constraint.with != *name
+                });
+                next.orderings
+                    .retain(|_, constraint| constraint.first != *name && constraint.then != *name);
             }
             ConfigChange::SetConstraint { constraint } => {
                 crate::validate::constraint(self, constraint)?;
+                self.constraint_id_free(&constraint.id, "location")?;
                 next.constraints
                     .insert(constraint.id.clone(), constraint.clone());
             }
+            ConfigChange::SetColocation { constraint } => {
+                crate::validate::colocation(self, constraint)?;
+                self.constraint_id_free(&constraint.id, "colocation")?;
+                next.colocations
+                    .insert(constraint.id.clone(), constraint.clone());
+            }
+            ConfigChange::SetOrdering { constraint } => {
+                crate::validate::ordering(self, constraint)?;
+                self.constraint_id_free(&constraint.id, "order")?;
+                next.orderings
+                    .insert(constraint.id.clone(), constraint.clone());
+            }
             ConfigChange::RemoveConstraint { id } => {
-                if next.constraints.remove(id).is_none() {
+                let removed = next.constraints.remove(id).is_some()
+                    || next.colocations.remove(id).is_some()
+                    || next.orderings.remove(id).is_some();
+                if !removed {
                     return Err(ConfigError::NotFound(format!("no constraint with id {id}")));
                 }
             }
@@ -308,6 +380,113 @@ pub fn diff(before: &ClusterConfig, after: &ClusterConfig) -> Vec<DiffLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::{OcfResourceConfig, OrderingKind};
+
+    fn dummy(name: &str) -> ConfigChange {
+        ConfigChange::AddResource {
+            resource: ResourceConfig {
+                name: name.to_string(),
+                kind: ResourceKind::Ocf(OcfResourceConfig {
+                    agent: "ocf:heartbeat:Dummy".to_string(),
+                    parameters: Default::default(),
+                    monitor_interval_ms: 10_000,
+                    operation_timeout_ms: 20_000,
+                }),
+                target_role: TargetRole::Started,
+                priority: 0,
+                preferred_host: None,
+                clone: None,
+            },
+        }
+    }
+
+    fn order(id: &str, first: &str, then: &str) -> ConfigChange {
+        ConfigChange::SetOrdering {
+            constraint: OrderingConstraint {
+                id: id.to_string(),
+                first: first.to_string(),
+                then: then.to_string(),
+                kind: OrderingKind::Mandatory,
+                symmetrical: true,
+            },
+        }
+    }
+
+    fn colocate(id: &str, resource: &str, with: &str, score: i64) -> ConfigChange {
+        ConfigChange::SetColocation {
+            constraint: ColocationConstraint {
+                id: id.to_string(),
+                resource: resource.to_string(),
+                with: with.to_string(),
+                score,
+            },
+        }
+    }
+
+    #[test]
+    fn colocations_and_orderings_are_validated_share_ids_and_go_with_their_resources() {
+        let mut config = ClusterConfig::default();
+        for change in [dummy("db"), dummy("web"), dummy("cache")] {
+            config = config.with_change(&change).unwrap();
+        }
+        config = config
+            .with_change(&order("db-then-web", "db", "web"))
+            .unwrap();
+        config = config
+            .with_change(&colocate("web-with-db", "web", "db", INFINITY_SCORE))
+            .unwrap();
+        config = config
+            .with_change(&colocate("cache-with-db", "cache", "db", 500))
+            .unwrap();
+        for (bad, says) in [
+            (order("x", "db", "nothing"), "no resource named nothing"),
+            (order("x", "db", "db"), "ordered after itself"),
+            (colocate("x", "web", "web", 10), "colocated with itself"),
+            (
+                colocate("x", "web", "db", 2_000_000),
+                "between -INFINITY and INFINITY",
+            ),
+            (
+                colocate("db-then-web", "web", "db", 10),
+                "taken by an order constraint",
+            ),
+            (order("bad id", "db", "web"), "constraint id"),
+        ] {
+            let error = config.with_change(&bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        // A resource's constraints go with it; a constraint of any kind is removed by id.
+        let without_db = config
+            .with_change(&ConfigChange::RemoveResource { name: "db".into() })
+            .unwrap();
+        assert!(without_db.orderings.is_empty() && without_db.colocations.is_empty());
+        let without_order = config
+            .with_change(&ConfigChange::RemoveConstraint {
+                id: "db-then-web".into(),
+            })
+            .unwrap();
+        assert!(without_order.orderings.is_empty());
+        assert_eq!(without_order.colocations.len(), 2);
+        // The scheduler sees them.
+        let state = crate::ClusterState {
+            config,
+            ..crate::ClusterState::default()
+        };
+        let view = crate::placement::scheduler_view(&state, &Default::default(), 0);
+        assert_eq!(view.constraints.orderings.len(), 1);
+        assert_eq!(view.constraints.orderings[0].then, "web");
+        let colocation = &view.constraints.colocations[1];
+        assert_eq!(
+            (colocation.dependent.as_str(), colocation.primary.as_str()),
+            ("web", "db")
+        );
+        assert_eq!(
+            colocation.score,
+            hafen_scheduler::Score::new(INFINITY_SCORE)
+        );
+    }
+
+    const INFINITY_SCORE: i64 = crate::validate::INFINITY;
 
     #[test]
     fn diff_names_each_changed_path_once() {

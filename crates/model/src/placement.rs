@@ -156,6 +156,35 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
             ..Location::default()
         });
     }
+    let colocations = config
+        .colocations
+        .values()
+        .map(|constraint| hafen_scheduler::Colocation {
+            id: constraint.id.clone(),
+            dependent: constraint.resource.clone(),
+            primary: constraint.with.clone(),
+            score: Score::new(constraint.score),
+            dependent_role: hafen_scheduler::Role::default(),
+            primary_role: hafen_scheduler::Role::default(),
+            influence: true,
+        })
+        .collect();
+    let orderings = config
+        .orderings
+        .values()
+        .map(|constraint| hafen_scheduler::Ordering {
+            id: constraint.id.clone(),
+            first: constraint.first.clone(),
+            then: constraint.then.clone(),
+            kind: match constraint.kind {
+                crate::resource::OrderingKind::Mandatory => {
+                    hafen_scheduler::OrderingKind::Mandatory
+                }
+                crate::resource::OrderingKind::Optional => hafen_scheduler::OrderingKind::Optional,
+            },
+            symmetrical: constraint.symmetrical,
+        })
+        .collect();
     ClusterView {
         options,
         hosts,
@@ -163,6 +192,8 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
         clones,
         constraints: Constraints {
             locations,
+            colocations,
+            orderings,
             ..Constraints::default()
         },
         ..ClusterView::default()

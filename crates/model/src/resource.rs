@@ -266,6 +266,44 @@ pub enum FailureReaction {
 /// The fail count that bans a resource from a host (INFINITY).
 pub const FAIL_COUNT_INFINITY: u32 = 1_000_000;
 
+/// A colocation constraint: `resource` is placed relative to `with` (Pacemaker's dependent
+/// and primary): a positive score draws it to `with`'s host, a negative one keeps it away,
+/// ±INFINITY makes that mandatory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColocationConstraint {
+    pub id: String,
+    pub resource: String,
+    pub with: String,
+    pub score: i64,
+}
+
+/// Whether an ordering binds (`then` cannot run unless `first` runs) or only orders what
+/// happens in the same plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingKind {
+    #[default]
+    Mandatory,
+    Optional,
+}
+
+/// An ordering constraint: `then` starts after `first` and, when symmetrical (the default),
+/// stops before it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderingConstraint {
+    pub id: String,
+    pub first: String,
+    pub then: String,
+    #[serde(default)]
+    pub kind: OrderingKind,
+    #[serde(default = "symmetrical_default")]
+    pub symmetrical: bool,
+}
+
+fn symmetrical_default() -> bool {
+    true
+}
+
 /// A location constraint: a score for running `resource` on `host` (±1,000,000 is ±INFINITY).
 ///
 /// Manual moves are constraints too (`cli-prefer-*`, `cli-ban-*`), so they are visible in

@@ -3,7 +3,8 @@
 use crate::config::{ClusterConfig, ConfigError};
 use crate::names::NodeName;
 use crate::resource::{
-    LocationConstraint, PoolConfig, ResourceConfig, ResourceKind, TemplateConfig, VmBoot, VmConfig,
+    ColocationConstraint, LocationConstraint, OrderingConstraint, PoolConfig, ResourceConfig,
+    ResourceKind, TemplateConfig, VmBoot, VmConfig,
 };
 
 fn invalid(message: String) -> ConfigError {
@@ -241,32 +242,78 @@ pub fn constraint(
     config: &ClusterConfig,
     constraint: &LocationConstraint,
 ) -> Result<(), ConfigError> {
-    let valid_id = !constraint.id.is_empty()
-        && constraint.id.len() <= 100
-        && constraint
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !valid_id {
-        return Err(invalid(format!(
-            "constraint id {:?} must be 1-100 letters, digits, '-', '_' or '.'",
-            constraint.id
-        )));
-    }
-    if !config.resources.contains_key(&constraint.resource) {
-        return Err(ConfigError::NotFound(format!(
-            "constraint {}: no resource named {}",
-            constraint.id, constraint.resource
-        )));
-    }
+    constraint_id(&constraint.id)?;
+    constrained_resource(config, &constraint.id, &constraint.resource)?;
     name(
         &format!("constraint {} host", constraint.id),
         &constraint.host,
     )?;
-    if !(-INFINITY..=INFINITY).contains(&constraint.score) {
+    constraint_score(&constraint.id, constraint.score)
+}
+
+pub fn colocation(
+    config: &ClusterConfig,
+    constraint: &ColocationConstraint,
+) -> Result<(), ConfigError> {
+    constraint_id(&constraint.id)?;
+    constrained_resource(config, &constraint.id, &constraint.resource)?;
+    constrained_resource(config, &constraint.id, &constraint.with)?;
+    if constraint.resource == constraint.with {
         return Err(invalid(format!(
-            "constraint {}: score {} must be between -INFINITY and INFINITY",
-            constraint.id, constraint.score
+            "constraint {}: {} cannot be colocated with itself",
+            constraint.id, constraint.resource
+        )));
+    }
+    constraint_score(&constraint.id, constraint.score)
+}
+
+pub fn ordering(
+    config: &ClusterConfig,
+    constraint: &OrderingConstraint,
+) -> Result<(), ConfigError> {
+    constraint_id(&constraint.id)?;
+    constrained_resource(config, &constraint.id, &constraint.first)?;
+    constrained_resource(config, &constraint.id, &constraint.then)?;
+    if constraint.first == constraint.then {
+        return Err(invalid(format!(
+            "constraint {}: {} cannot be ordered after itself",
+            constraint.id, constraint.first
+        )));
+    }
+    Ok(())
+}
+
+fn constraint_id(id: &str) -> Result<(), ConfigError> {
+    let valid_id = !id.is_empty()
+        && id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !valid_id {
+        return Err(invalid(format!(
+            "constraint id {id:?} must be 1-100 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn constrained_resource(
+    config: &ClusterConfig,
+    id: &str,
+    resource: &str,
+) -> Result<(), ConfigError> {
+    if !config.resources.contains_key(resource) {
+        return Err(ConfigError::NotFound(format!(
+            "constraint {id}: no resource named {resource}"
+        )));
+    }
+    Ok(())
+}
+
+fn constraint_score(id: &str, score: i64) -> Result<(), ConfigError> {
+    if !(-INFINITY..=INFINITY).contains(&score) {
+        return Err(invalid(format!(
+            "constraint {id}: score {score} must be between -INFINITY and INFINITY"
         )));
     }
     Ok(())

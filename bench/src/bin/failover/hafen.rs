@@ -246,7 +246,7 @@ impl Bed {
                         resource: resource.clone(),
                         host: host.clone(),
                         score: HOME_SCORE,
-                        expires_ms: None,
+                        ..ConstraintInfo::default()
                     })
                     .await
                     .map_err(|error| format!("constraint for {resource}: {error}"))?;

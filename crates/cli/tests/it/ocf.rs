@@ -367,3 +367,124 @@ fn a_service_address_fails_over_with_its_host() {
         .expect("start event on the new host");
     assert!(fenced_at < started_at, "{events:?}");
 }
+
+/// The id of the first event (after `after`) whose message starts with `prefix`.
+fn event_id(events: &[hafen_api_types::EventEntry], after: u64, prefix: &str) -> Option<u64> {
+    events
+        .iter()
+        .find(|event| event.id > after && event.message.starts_with(prefix))
+        .map(|event| event.id)
+}
+
+// Proves colocation and ordering constraints work in a real cluster as Pacemaker users know
+// them: `web` placed with `db` (INFINITY) and ordered after it runs where db runs; stopping
+// db stops web (mandatory: web cannot run without db); starting db again starts web only
+// after db runs (the event log shows the order). A constraint naming an unknown resource is
+// refused naming it and changes nothing; `constraint list` shows every kind.
+#[test]
+fn colocation_and_ordering_constraints_place_and_sequence_agent_resources() {
+    let _serial = serial();
+    let cluster = DevCluster::up(3, &[]);
+    let runtime = runtime();
+    let client = cluster.client().with_deadline(Duration::from_secs(30));
+    runtime
+        .block_on(client.add_resource(&add("db", &[("fake", "db")])))
+        .unwrap();
+    let mut web = add("web", &[("fake", "web")]);
+    web.start = Some(false);
+    runtime.block_on(client.add_resource(&web)).unwrap();
+
+    let refused = cli(
+        &cluster,
+        &["constraint", "add", "order", "db", "--then", "nothing"],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("nothing"), "{stderr}");
+    let refused = cli(
+        &cluster,
+        &["constraint", "add", "colocation", "web", "--score", "100"],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--with"),
+        "{refused:?}"
+    );
+    assert!(runtime.block_on(client.constraints()).unwrap().is_empty());
+
+    for args in [
+        &["constraint", "add", "order", "db", "--then", "web"][..],
+        &[
+            "constraint",
+            "add",
+            "colocation",
+            "web",
+            "--with",
+            "db",
+            "--score",
+            "INFINITY",
+        ],
+    ] {
+        let output = cli(&cluster, args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+    }
+    let listed = cli(&cluster, &["constraint", "list"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        table.contains("then web") && table.contains("with db") && table.contains("mandatory"),
+        "{table}"
+    );
+
+    let both_on_one_host = || async {
+        let db = client.resource("db").await.ok()?;
+        let web = client.resource("web").await.ok()?;
+        (db.state == "running" && web.state == "running" && db.node == web.node).then_some(db.node?)
+    };
+    assert!(
+        cli(&cluster, &["resource", "start", "web"])
+            .status
+            .success()
+    );
+    let host = runtime.block_on(eventually(
+        "web to run with db",
+        Duration::from_secs(30),
+        both_on_one_host,
+    ));
+    assert!(runs_on(&cluster, &host, "web") && runs_on(&cluster, &host, "db"));
+
+    let before_stop = runtime
+        .block_on(client.events(None))
+        .unwrap()
+        .last()
+        .map_or(0, |event| event.id);
+    assert!(cli(&cluster, &["resource", "stop", "db"]).status.success());
+    runtime.block_on(eventually(
+        "web to stop with db",
+        Duration::from_secs(30),
+        || async {
+            let web = client.resource("web").await.ok()?;
+            let db = client.resource("db").await.ok()?;
+            (web.state == "stopped" && db.state == "stopped").then_some(())
+        },
+    ));
+    assert!(!runs_on(&cluster, &host, "web"));
+
+    let before_start = runtime
+        .block_on(client.events(None))
+        .unwrap()
+        .last()
+        .map_or(before_stop, |event| event.id);
+    assert!(cli(&cluster, &["resource", "start", "db"]).status.success());
+    runtime.block_on(eventually(
+        "db and then web to run again, together",
+        Duration::from_secs(30),
+        both_on_one_host,
+    ));
+    let events = runtime.block_on(client.events(None)).unwrap();
+    let db_running = event_id(&events, before_start, "db running").expect("db ran");
+    let web_starting = event_id(&events, before_start, "web starting").expect("web started");
+    assert!(
+        db_running < web_starting,
+        "web started before db ran: {events:?}"
+    );
+}
