@@ -592,6 +592,13 @@ impl Orchestrator {
             });
         let host = match host.or(planned) {
             Some(host) => host,
+            // Waiting for what it is ordered after (or the group members before it): its
+            // target role is Started, and the reconciler starts it once that runs, as
+            // Pacemaker does after `resource enable`.
+            None if Self::waits_for_others(&state, name) => {
+                tracing::info!(resource = %name, "left to the reconciler: it waits for what it is ordered after");
+                return Ok(runtime);
+            }
             None => {
                 let plan = self.plan(&state)?;
                 let reason = plan
@@ -1312,6 +1319,21 @@ impl Orchestrator {
                 }
             }
         }
+    }
+
+    /// Whether `name` is the `then` of a mandatory ordering or follows another member of
+    /// its group: it cannot start before those run.
+    fn waits_for_others(state: &ClusterState, name: &str) -> bool {
+        let config = &state.config;
+        config.orderings.values().any(|ordering| {
+            ordering.then == name && ordering.kind == hafen_model::resource::OrderingKind::Mandatory
+        }) || config.groups.values().any(|group| {
+            group
+                .members
+                .iter()
+                .position(|member| member == name)
+                .is_some_and(|position| position > 0)
+        })
     }
 
     /// Whether a committed change outside the plan's own resources (a host suspected,

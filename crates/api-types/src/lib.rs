@@ -311,6 +311,13 @@ pub struct MigrateRequest {
     pub lifetime_s: Option<u64>,
 }
 
+/// A group: members run on one host and start in the order listed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GroupInfo {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
 /// A constraint as `constraint list` shows it and `constraint add` sends it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct ConstraintInfo {

@@ -85,6 +85,9 @@ pub type SharedContext = Arc<ApiContext>;
         vms::add_constraint,
         vms::remove_constraint,
         resources::cleanup_resource,
+        resources::list_groups,
+        resources::set_group,
+        resources::remove_group,
         resources::list_resources,
         resources::show_resource,
         resources::add_resource,
@@ -171,6 +174,14 @@ pub fn router(context: SharedContext) -> Router {
         .route(
             "/resources/{name}/cleanup",
             post(resources::cleanup_resource),
+        )
+        .route(
+            "/groups",
+            get(resources::list_groups).post(resources::set_group),
+        )
+        .route(
+            "/groups/{name}",
+            axum::routing::delete(resources::remove_group),
         )
         .route(
             "/resources",

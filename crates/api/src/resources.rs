@@ -72,6 +72,64 @@ pub(crate) async fn cleanup_resource(
     Ok(Json(lookup(&state, &name)?))
 }
 
+/// `resource group list`.
+#[utoipa::path(get, path = "/api/v1/groups", responses((status = 200, body = Vec<hafen_api_types::GroupInfo>)))]
+pub(crate) async fn list_groups(
+    State(context): State<SharedContext>,
+) -> ApiResult<Vec<hafen_api_types::GroupInfo>> {
+    let state = context.replica.read_shared().await?;
+    Ok(Json(
+        state
+            .config
+            .groups
+            .values()
+            .map(|group| hafen_api_types::GroupInfo {
+                name: group.name.clone(),
+                members: group.members.clone(),
+            })
+            .collect(),
+    ))
+}
+
+/// `resource group add`: defines (or redefines) a group.
+#[utoipa::path(post, path = "/api/v1/groups", request_body = hafen_api_types::GroupInfo, responses((status = 200, body = hafen_api_types::GroupInfo), (status = 400, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn set_group(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Json(request): Json<hafen_api_types::GroupInfo>,
+) -> ApiResult<hafen_api_types::GroupInfo> {
+    let change = hafen_model::ConfigChange::SetGroup {
+        group: hafen_model::resource::GroupConfig {
+            name: request.name.clone(),
+            members: request.members.clone(),
+        },
+    };
+    crate::handlers::submit(
+        &context,
+        &headers,
+        hafen_model::Command::Configure { change },
+    )
+    .await?;
+    Ok(Json(request))
+}
+
+/// `resource group remove`: the members stay, ungrouped.
+#[utoipa::path(delete, path = "/api/v1/groups/{name}", responses((status = 200, body = crate::handlers::Done), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn remove_group(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<crate::handlers::Done> {
+    let change = hafen_model::ConfigChange::RemoveGroup { name };
+    crate::handlers::submit(
+        &context,
+        &headers,
+        hafen_model::Command::Configure { change },
+    )
+    .await?;
+    Ok(Json(crate::handlers::Done { done: true }))
+}
+
 fn lookup(state: &ClusterState, name: &str) -> Result<ResourceInfo, ApiError> {
     resource_info(state, name)
         .ok_or_else(|| ApiError::NotFound(format!("no resource named {name}")))

@@ -781,6 +781,34 @@ async fn resource(global: &GlobalArgs, command: crate::ResourceCommand) -> anyho
                 println!("{name}: failures forgotten");
             }
         }
+        ResourceCommand::Group(crate::GroupCommand::Add { name, members }) => {
+            let group = client
+                .set_group(&hafen_api_types::GroupInfo { name, members })
+                .await?;
+            if json {
+                print_json(&group);
+            } else {
+                println!("group {}: {}", group.name, group.members.join(", "));
+            }
+        }
+        ResourceCommand::Group(crate::GroupCommand::List) => {
+            let groups = client.groups().await?;
+            if json {
+                print_json(&groups);
+            } else {
+                for group in groups {
+                    println!("{}: {}", group.name, group.members.join(", "));
+                }
+            }
+        }
+        ResourceCommand::Group(crate::GroupCommand::Remove { name }) => {
+            client.remove_group(&name).await?;
+            if json {
+                print_json(&serde_json::json!({ "removed": name }));
+            } else {
+                println!("group {name} removed");
+            }
+        }
     }
     Ok(())
 }

@@ -249,6 +249,24 @@ pub enum ResourceCommand {
     Cleanup {
         name: String,
     },
+    /// Groups: members run on one host and start in the order listed (stop in reverse).
+    #[command(subcommand)]
+    Group(GroupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// `group add NAME MEMBER...`: define (or redefine) a group.
+    Add {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    List,
+    /// Remove a group; its members stay, ungrouped.
+    Remove {
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -486,6 +486,27 @@ impl Client {
         .await
     }
 
+    pub async fn groups(&self) -> Result<Vec<hafen_api_types::GroupInfo>, ClientError> {
+        self.call(Method::GET, "/api/v1/groups", None).await
+    }
+
+    pub async fn set_group(
+        &self,
+        group: &hafen_api_types::GroupInfo,
+    ) -> Result<hafen_api_types::GroupInfo, ClientError> {
+        let body = serde_json::to_value(group).expect("serializes");
+        self.call(Method::POST, "/api/v1/groups", Some(body)).await
+    }
+
+    pub async fn remove_group(&self, name: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/groups/{}", encode(name)),
+            None,
+        )
+        .await
+    }
+
     pub async fn cleanup_resource(&self, name: &str) -> Result<ResourceInfo, ClientError> {
         self.call(
             Method::POST,

@@ -5,8 +5,8 @@
 
 use crate::property::{self, PropertyError, PropertyValue};
 use crate::resource::{
-    ColocationConstraint, LocationConstraint, OrderingConstraint, PoolConfig, ResourceConfig,
-    ResourceKind, TargetRole, TemplateConfig, VmBoot,
+    ColocationConstraint, GroupConfig, LocationConstraint, OrderingConstraint, PoolConfig,
+    ResourceConfig, ResourceKind, TargetRole, TemplateConfig, VmBoot,
 };
 use crate::validate::name;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,9 @@ pub struct ClusterConfig {
     /// Ordering constraints by id.
     #[serde(default)]
     pub orderings: BTreeMap<String, OrderingConstraint>,
+    /// Groups by name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
     #[serde(default)]
     pub fence_devices: BTreeMap<String, crate::fencing::FenceDeviceConfig>,
 }
@@ -92,6 +95,14 @@ pub enum ConfigChange {
     RemoveConstraint {
         id: String,
     },
+    /// Defines a group, replacing one with the same name.
+    SetGroup {
+        group: GroupConfig,
+    },
+    /// Removes a group (its members stay, ungrouped).
+    RemoveGroup {
+        name: String,
+    },
     SetFenceDevice {
         device: crate::fencing::FenceDeviceConfig,
     },
@@ -138,6 +149,10 @@ impl ConfigChange {
                 }
             ),
             ConfigChange::RemoveConstraint { id } => format!("remove constraint {id}"),
+            ConfigChange::SetGroup { group } => {
+                format!("group {}: {}", group.name, group.members.join(", "))
+            }
+            ConfigChange::RemoveGroup { name } => format!("remove group {name}"),
             ConfigChange::SetFenceDevice { device } => {
                 format!("fence device {} ({})", device.name, device.agent)
             }
@@ -207,6 +222,12 @@ impl ClusterConfig {
                     .insert(template.name.clone(), template.clone());
             }
             ConfigChange::AddResource { resource } => {
+                if self.groups.contains_key(&resource.name) {
+                    return Err(ConfigError::Conflict(format!(
+                        "a group named {} exists already",
+                        resource.name
+                    )));
+                }
                 if self.resources.contains_key(&resource.name) {
                     return Err(ConfigError::Conflict(format!(
                         "a resource named {} exists already",
@@ -229,6 +250,10 @@ impl ClusterConfig {
                 });
                 next.orderings
                     .retain(|_, constraint| constraint.first != *name && constraint.then != *name);
+                for group in next.groups.values_mut() {
+                    group.members.retain(|member| member != name);
+                }
+                next.groups.retain(|_, group| !group.members.is_empty());
             }
             ConfigChange::SetConstraint { constraint } => {
                 crate::validate::constraint(self, constraint)?;
@@ -247,6 +272,15 @@ impl ClusterConfig {
                 self.constraint_id_free(&constraint.id, "order")?;
                 next.orderings
                     .insert(constraint.id.clone(), constraint.clone());
+            }
+            ConfigChange::SetGroup { group } => {
+                crate::validate::group(self, group)?;
+                next.groups.insert(group.name.clone(), group.clone());
+            }
+            ConfigChange::RemoveGroup { name } => {
+                if next.groups.remove(name).is_none() {
+                    return Err(ConfigError::NotFound(format!("no group named {name}")));
+                }
             }
             ConfigChange::RemoveConstraint { id } => {
                 let removed = next.constraints.remove(id).is_some()
@@ -487,6 +521,56 @@ mod tests {
     }
 
     const INFINITY_SCORE: i64 = crate::validate::INFINITY;
+
+    fn group(name: &str, members: &[&str]) -> ConfigChange {
+        ConfigChange::SetGroup {
+            group: GroupConfig {
+                name: name.to_string(),
+                members: members.iter().map(|member| member.to_string()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn groups_are_validated_and_lose_removed_members() {
+        let mut config = ClusterConfig::default();
+        for change in [dummy("ip"), dummy("app"), dummy("db")] {
+            config = config.with_change(&change).unwrap();
+        }
+        config = config.with_change(&group("svc", &["ip", "app"])).unwrap();
+        for (bad, says) in [
+            (group("other", &["app"]), "member of group svc"),
+            (group("other", &["nothing"]), "no resource named nothing"),
+            (group("other", &["db", "db"]), "listed twice"),
+            (group("other", &[]), "at least one member"),
+            (group("db", &["ip"]), "a resource has that name"),
+            (dummy("svc"), "a group named svc exists"),
+        ] {
+            let error = config.with_change(&bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        // Redefining a group may reorder or extend it.
+        config = config
+            .with_change(&group("svc", &["ip", "db", "app"]))
+            .unwrap();
+        let view = crate::placement::scheduler_view(
+            &crate::ClusterState {
+                config: config.clone(),
+                ..crate::ClusterState::default()
+            },
+            &Default::default(),
+            0,
+        );
+        assert_eq!(view.groups[0].members, ["ip", "db", "app"]);
+        for member in ["db", "ip", "app"] {
+            config = config
+                .with_change(&ConfigChange::RemoveResource {
+                    name: member.into(),
+                })
+                .unwrap();
+        }
+        assert!(config.groups.is_empty(), "an empty group goes");
+    }
 
     #[test]
     fn diff_names_each_changed_path_once() {

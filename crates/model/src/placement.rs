@@ -185,11 +185,20 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
             symmetrical: constraint.symmetrical,
         })
         .collect();
+    let groups = config
+        .groups
+        .values()
+        .map(|group| hafen_scheduler::Group {
+            name: group.name.clone(),
+            members: group.members.clone(),
+        })
+        .collect();
     ClusterView {
         options,
         hosts,
         resources,
         clones,
+        groups,
         constraints: Constraints {
             locations,
             colocations,

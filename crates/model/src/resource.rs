@@ -266,6 +266,14 @@ pub enum FailureReaction {
 /// The fail count that bans a resource from a host (INFINITY).
 pub const FAIL_COUNT_INFINITY: u32 = 1_000_000;
 
+/// A group (Pacemaker's): members run on one host and start in order (each after the one
+/// before it), stopping in reverse; a member that cannot run stops the ones after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupConfig {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
 /// A colocation constraint: `resource` is placed relative to `with` (Pacemaker's dependent
 /// and primary): a positive score draws it to `with`'s host, a negative one keeps it away,
 /// ±INFINITY makes that mandatory.

@@ -3,8 +3,8 @@
 use crate::config::{ClusterConfig, ConfigError};
 use crate::names::NodeName;
 use crate::resource::{
-    ColocationConstraint, LocationConstraint, OrderingConstraint, PoolConfig, ResourceConfig,
-    ResourceKind, TemplateConfig, VmBoot, VmConfig,
+    ColocationConstraint, GroupConfig, LocationConstraint, OrderingConstraint, PoolConfig,
+    ResourceConfig, ResourceKind, TemplateConfig, VmBoot, VmConfig,
 };
 
 fn invalid(message: String) -> ConfigError {
@@ -279,6 +279,53 @@ pub fn ordering(
             "constraint {}: {} cannot be ordered after itself",
             constraint.id, constraint.first
         )));
+    }
+    Ok(())
+}
+
+pub fn group(config: &ClusterConfig, group: &GroupConfig) -> Result<(), ConfigError> {
+    name("group name", &group.name)?;
+    if config.resources.contains_key(&group.name) {
+        return Err(ConfigError::Conflict(format!(
+            "group {}: a resource has that name",
+            group.name
+        )));
+    }
+    if group.members.is_empty() {
+        return Err(invalid(format!(
+            "group {} needs at least one member",
+            group.name
+        )));
+    }
+    for (index, member) in group.members.iter().enumerate() {
+        let Some(resource) = config.resources.get(member) else {
+            return Err(ConfigError::NotFound(format!(
+                "group {}: no resource named {member}",
+                group.name
+            )));
+        };
+        if resource.clone.is_some() {
+            return Err(invalid(format!(
+                "group {}: {member} is a clone; clones are not grouped",
+                group.name
+            )));
+        }
+        if group.members[..index].contains(member) {
+            return Err(invalid(format!(
+                "group {}: {member} is listed twice",
+                group.name
+            )));
+        }
+        if let Some(other) = config
+            .groups
+            .values()
+            .find(|other| other.name != group.name && other.members.contains(member))
+        {
+            return Err(ConfigError::Conflict(format!(
+                "group {}: {member} is a member of group {} already",
+                group.name, other.name
+            )));
+        }
     }
     Ok(())
 }

@@ -334,6 +334,17 @@ impl<'c, 'v> Assigner<'c, 'v> {
             .all(|&resource| self.resource_runs(resource) && !self.not_yet_running(resource))
     }
 
+    /// Active only where a start or stop of it is under way or where the host is unclean.
+    fn awaits_outcome(&self, resource: ResourceId) -> bool {
+        let cluster = self.cluster;
+        let active = &cluster.resource(resource).active;
+        !active.is_empty()
+            && active.iter().all(|instance| {
+                instance.pending
+                    || cluster.hosts[instance.host as usize].state == HostState::Unclean
+            })
+    }
+
     /// Placed only where a start or stop of it is under way, or where the host is unclean:
     /// what is ordered after it waits. Pacemaker's semantics: an operation in flight has not
     /// ended yet, and what sits on an unclean host is not known to run (its stop is implied by
@@ -369,12 +380,21 @@ impl<'c, 'v> Assigner<'c, 'v> {
         }
         let mut wanted = 0;
         let mut reason = None;
-        for &member in members {
+        for (position, &member) in members.iter().enumerate() {
             if let Some(blocked) = self.blocker(member) {
                 reason = Some(blocked);
                 break;
             }
             wanted += 1;
+            // The members after one whose start or stop is under way (or whose host is
+            // unclean) wait until it runs, as what a mandatory ordering puts after it does.
+            if position + 1 < members.len() && self.awaits_outcome(member) {
+                reason = Some(format!(
+                    "group: {} does not run yet",
+                    cluster.resource(member).name
+                ));
+                break;
+            }
         }
         let mut count = wanted;
         while count > 0 {

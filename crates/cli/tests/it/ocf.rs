@@ -488,3 +488,77 @@ fn colocation_and_ordering_constraints_place_and_sequence_agent_resources() {
         "web started before db ran: {events:?}"
     );
 }
+
+// Proves a group runs its members on one host, starting them in the order listed (the event
+// log shows it) and stopping what follows a member that stops; a member of another group or
+// an unknown resource is refused, naming it, and changes nothing.
+#[test]
+fn a_group_runs_its_members_together_and_in_order() {
+    let _serial = serial();
+    let cluster = DevCluster::up(3, &[]);
+    let runtime = runtime();
+    let client = cluster.client().with_deadline(Duration::from_secs(30));
+    for name in ["ip", "app"] {
+        let mut resource = add(name, &[("fake", name)]);
+        resource.start = Some(false);
+        runtime.block_on(client.add_resource(&resource)).unwrap();
+    }
+    let before = runtime
+        .block_on(client.events(None))
+        .unwrap()
+        .last()
+        .map_or(0, |event| event.id);
+    let output = cli(&cluster, &["resource", "group", "add", "svc", "ip", "app"]);
+    assert!(output.status.success(), "{output:?}");
+    for (args, says) in [
+        (
+            &["resource", "group", "add", "other", "app"][..],
+            "member of group svc",
+        ),
+        (
+            &["resource", "group", "add", "other", "nothing"][..],
+            "nothing",
+        ),
+    ] {
+        let refused = cli(&cluster, args);
+        assert!(!refused.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let groups = runtime.block_on(client.groups()).unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+
+    for name in ["app", "ip"] {
+        assert!(cli(&cluster, &["resource", "start", name]).status.success());
+    }
+    let together = || async {
+        let ip = client.resource("ip").await.ok()?;
+        let app = client.resource("app").await.ok()?;
+        (ip.state == "running" && app.state == "running" && ip.node == app.node).then_some(ip.node?)
+    };
+    let host = runtime.block_on(eventually(
+        "both members to run on one host",
+        Duration::from_secs(30),
+        together,
+    ));
+    assert!(runs_on(&cluster, &host, "ip") && runs_on(&cluster, &host, "app"));
+    let events = runtime.block_on(client.events(None)).unwrap();
+    let ip_running = event_id(&events, before, "ip running").expect("ip ran");
+    let app_starting = event_id(&events, before, "app starting").expect("app started");
+    assert!(
+        ip_running < app_starting,
+        "app started before ip ran: {events:?}"
+    );
+
+    // The first member stops: the one after it cannot run without it.
+    assert!(cli(&cluster, &["resource", "stop", "ip"]).status.success());
+    runtime.block_on(eventually(
+        "app to stop after ip",
+        Duration::from_secs(30),
+        || async {
+            let app = client.resource("app").await.ok()?;
+            (app.state == "stopped").then_some(())
+        },
+    ));
+    assert!(!runs_on(&cluster, &host, "app"));
+}
