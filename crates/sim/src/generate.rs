@@ -44,7 +44,7 @@ pub fn random_config(seed: u64, unsafe_recover_without_fence_confirmation: bool)
         });
     }
     let resource_count = rng.between(2, 6);
-    let resources: Vec<ResourceSpec> = (0..resource_count)
+    let mut resources: Vec<ResourceSpec> = (0..resource_count)
         .map(|index| ResourceSpec {
             name: format!("vm{}", index + 1),
             cpu: rng.between(1, 2),
@@ -54,8 +54,14 @@ pub fn random_config(seed: u64, unsafe_recover_without_fence_confirmation: bool)
                 .chance(30)
                 .then(|| format!("h{}", rng.between(1, members as u64))),
             after: (index > 0 && rng.chance(30)).then(|| format!("vm{index}")),
+            group: None,
         })
         .collect();
+    if resources.len() >= 3 && rng.chance(25) {
+        for spec in resources.iter_mut().rev().take(2) {
+            spec.group = Some("g1".to_string());
+        }
+    }
     let faults = random_faults(&mut rng, &hosts, members, &resources);
     let mut controller = ControllerConfig {
         unsafe_recover_without_fence_confirmation,

@@ -92,6 +92,7 @@ pub fn parse(text: &str) -> Result<SimConfig, ScenarioError> {
                         .transpose()?,
                     prefers: option(&words, "prefers").map(str::to_string),
                     after: option(&words, "after").map(str::to_string),
+                    group: option(&words, "group").map(str::to_string),
                 });
             }
             "end" => {

@@ -34,6 +34,8 @@ pub struct ResourceSpec {
     pub prefers: Option<String>,
     /// A mandatory ordering: this resource starts only after the named one runs.
     pub after: Option<String>,
+    /// The group it belongs to; members are in the order of [`SimConfig::resources`].
+    pub group: Option<String>,
 }
 
 /// A fault (or operator action) injected at a time.
@@ -1182,28 +1184,34 @@ impl World {
     /// knows that one committed running (a failure committed while the assignment is on
     /// its way is a race every cluster manager has; the next plan stops it again).
     fn check_ordering(&mut self, resource: &str, host: &str) {
-        let Some(first) = self
+        // What a mandatory ordering puts first, and the member before it in its group.
+        let after = self
             .config
             .resources
             .iter()
             .find(|spec| spec.name == resource)
-            .and_then(|spec| spec.after.clone())
-        else {
-            return;
-        };
-        let runs = self.leader_view.resource(&first).is_some_and(|record| {
-            record
-                .assignments
-                .iter()
-                .any(|assignment| assignment.phase == Phase::Running)
+            .and_then(|spec| spec.after.clone());
+        let member_before = self.leader_view.groups.iter().find_map(|group| {
+            let position = group.members.iter().position(|member| member == resource)?;
+            position
+                .checked_sub(1)
+                .map(|before| group.members[before].clone())
         });
-        if !runs {
-            self.violation(
-                "O1",
-                format!(
-                    "{resource} assigned to {host} while {first}, ordered before it, does not run"
-                ),
-            );
+        for first in after.into_iter().chain(member_before) {
+            let runs = self.leader_view.resource(&first).is_some_and(|record| {
+                record
+                    .assignments
+                    .iter()
+                    .any(|assignment| assignment.phase == Phase::Running)
+            });
+            if !runs {
+                self.violation(
+                    "O1",
+                    format!(
+                        "{resource} assigned to {host} while {first}, ordered before it, does not run"
+                    ),
+                );
+            }
         }
     }
 
@@ -1351,6 +1359,15 @@ fn initial_state(config: &SimConfig) -> ClusterSnapshot {
         record.timeouts.stop_timeout_ms = 5_000;
         record.timeouts.migrate_timeout_ms = 10_000;
         state.resources.push(record);
+        if let Some(name) = &spec.group {
+            match state.groups.iter_mut().find(|group| group.name == *name) {
+                Some(group) => group.members.push(spec.name.clone()),
+                None => state.groups.push(hafen_scheduler::Group {
+                    name: name.clone(),
+                    members: vec![spec.name.clone()],
+                }),
+            }
+        }
         if let Some(first) = &spec.after {
             state.constraints.orderings.push(hafen_scheduler::Ordering {
                 id: format!("{first}-then-{}", spec.name),
