@@ -7,6 +7,7 @@
 //! - [`orchestrator::Orchestrator`] runs on the leader: it commits each step of a VM's
 //!   lifecycle and asks the right node's agent to perform it, over mTLS.
 
+pub mod capacity;
 pub mod lease;
 pub mod liveness;
 pub mod local;

@@ -120,6 +120,8 @@ pub struct Orchestrator {
     last_monitor: Mutex<BTreeMap<String, Instant>>,
     /// This node's own watchdog, declared by the leader's fencing pass when it leads.
     watchdog_timeout_ms: Option<u64>,
+    /// This node's own capacity, declared the same way.
+    capacity: BTreeMap<String, u64>,
     /// The members this leader has seen answer since they last came back (per term): a
     /// member that comes back (or joins) is probed once.
     seen_alive: Mutex<(u64, BTreeSet<String>)>,
@@ -184,6 +186,7 @@ impl Orchestrator {
     ) -> Self {
         Self {
             watchdog_timeout_ms,
+            capacity: crate::capacity::local(),
             seen_alive: Mutex::new((0, BTreeSet::new())),
             rejoined_unprobed: Mutex::new(BTreeSet::new()),
             replica,
@@ -1129,8 +1132,35 @@ impl Orchestrator {
         if let Ok(state) = self.state().await {
             self.note_self_fencing(&state, &self.local_name, self.watchdog_timeout_ms)
                 .await;
+            self.note_capacity(&state, &self.local_name, &self.capacity)
+                .await;
             self.fence_pass(&state).await;
             self.probe_returning(&state).await;
+        }
+    }
+
+    /// Commits the capacity a node declares when it differs from the record (the leader
+    /// calls this for its own node and for every heartbeat's declaration).
+    pub async fn note_capacity(
+        &self,
+        state: &ClusterState,
+        name: &str,
+        capacity: &BTreeMap<String, u64>,
+    ) {
+        let Some(node) = state.nodes.values().find(|node| node.name.as_str() == name) else {
+            return;
+        };
+        if capacity.is_empty() || node.capacity == *capacity {
+            return;
+        }
+        if let Err(error) = self
+            .commit_command(Command::DeclareCapacity {
+                name: name.to_string(),
+                capacity: capacity.clone(),
+            })
+            .await
+        {
+            tracing::debug!(node = %name, %error, "capacity declaration not committed");
         }
     }
 

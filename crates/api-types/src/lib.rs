@@ -192,6 +192,9 @@ pub struct Heartbeat {
     /// Set when the node self-fences with a hardware watchdog: its reset timeout.
     #[serde(default)]
     pub watchdog_timeout_ms: Option<u64>,
+    /// What the node can hold: `cpu` (hardware threads) and `memory` (MiB).
+    #[serde(default)]
+    pub capacity: std::collections::BTreeMap<String, u64>,
 }
 
 /// The leader's answer to a heartbeat. A lease is granted only by a leader that confirmed

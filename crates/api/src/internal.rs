@@ -77,12 +77,25 @@ pub(crate) async fn heartbeat(
                 .map(|declared| declared.watchdog_timeout_ms)
                 != heartbeat.watchdog_timeout_ms
         });
-    if declared_differs {
+    let capacity_differs = !heartbeat.capacity.is_empty()
+        && state
+            .nodes
+            .values()
+            .find(|node| node.node_id == heartbeat.node_id)
+            .is_some_and(|node| node.capacity != heartbeat.capacity);
+    if declared_differs || capacity_differs {
         let orchestrator = context.orchestrator.clone();
         tokio::spawn(async move {
-            orchestrator
-                .note_self_fencing(&state, &heartbeat.name, heartbeat.watchdog_timeout_ms)
-                .await;
+            if declared_differs {
+                orchestrator
+                    .note_self_fencing(&state, &heartbeat.name, heartbeat.watchdog_timeout_ms)
+                    .await;
+            }
+            if capacity_differs {
+                orchestrator
+                    .note_capacity(&state, &heartbeat.name, &heartbeat.capacity)
+                    .await;
+            }
         });
     }
     Json(HeartbeatAck {

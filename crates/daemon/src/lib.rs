@@ -151,6 +151,7 @@ pub async fn run(
                     .watchdog_device
                     .as_ref()
                     .map(|_| config.watchdog_timeout_ms),
+                capacity: hafen_agent::capacity::local(),
             },
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
             stopped.clone(),

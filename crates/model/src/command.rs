@@ -57,6 +57,11 @@ pub enum Command {
         name: String,
         self_fencing: Option<crate::fencing::SelfFencing>,
     },
+    /// A node declares its capacity (from its heartbeats): `cpu` and `memory` (MiB).
+    DeclareCapacity {
+        name: String,
+        capacity: std::collections::BTreeMap<String, u64>,
+    },
     /// Forgets a resource's failures (`resource cleanup`): fail counts and last error.
     CleanupResource { name: String },
     /// An operator sets a node online, in standby or in maintenance.
@@ -94,6 +99,7 @@ impl Command {
             Command::HostFenced { .. } => "host-fenced",
             Command::HostRejoined { .. } => "host-rejoined",
             Command::DeclareSelfFencing { .. } => "declare-self-fencing",
+            Command::DeclareCapacity { .. } => "declare-capacity",
             Command::Noop => "noop",
         }
     }

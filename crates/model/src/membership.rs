@@ -71,6 +71,7 @@ mod tests {
             mode: crate::state::NodeMode::Online,
             fencing: crate::fencing::Fencing::None,
             self_fencing: None,
+            capacity: Default::default(),
         }
     }
 

@@ -13,6 +13,9 @@ use std::collections::BTreeSet;
 /// stickiness, so a VM returns home when its host comes back, unless stickiness says stay.
 pub const PREFERRED_HOST_SCORE: i64 = 100;
 
+/// The capacity of a node that has not declared one: large enough for anything.
+const UNDECLARED: u64 = 1 << 40;
+
 /// Builds the scheduler's view. `alive` are the nodes the leader hears from; a member it does
 /// not hear from is `unclean`, so its resources are neither touched nor started elsewhere
 /// until it is fenced (I2). Witnesses are not hosts: they run nothing.
@@ -54,6 +57,16 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
                 (true, NodeMode::Online) => HostState::Online,
                 (true, NodeMode::Standby) => HostState::Standby,
                 (true, NodeMode::Maintenance) => HostState::Maintenance,
+            },
+            // Not declared yet (a node of an older version, a heartbeat still to come): no
+            // limit, rather than nothing fitting.
+            capacity: if node.capacity.is_empty() {
+                [("cpu", UNDECLARED), ("memory", UNDECLARED)]
+                    .into_iter()
+                    .map(|(key, value)| (key.to_string(), value))
+                    .collect()
+            } else {
+                node.capacity.clone()
             },
             ..Host::default()
         })
@@ -125,6 +138,13 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
             };
             scheduled.priority = resource.priority;
             scheduled.allow_migrate = matches!(resource.kind, ResourceKind::Vm(_));
+            if let ResourceKind::Vm(vm) = &resource.kind {
+                scheduled.utilization = [
+                    ("cpu".to_string(), u64::from(vm.vcpus)),
+                    ("memory".to_string(), vm.memory_mib),
+                ]
+                .into();
+            }
             scheduled.fail_counts = runtime
                 .fail_counts
                 .iter()
@@ -232,6 +252,7 @@ mod tests {
                     mode: NodeMode::Online,
                     fencing: crate::fencing::Fencing::None,
                     self_fencing: None,
+                    capacity: Default::default(),
                 },
             );
         }
@@ -272,6 +293,7 @@ mod clone_tests {
                     mode: NodeMode::Online,
                     fencing: crate::fencing::Fencing::None,
                     self_fencing: None,
+                    capacity: Default::default(),
                 },
             );
         }
@@ -332,6 +354,82 @@ mod clone_tests {
                 .iter()
                 .any(|action| action.to_string().contains("node1")),
             "{plan:?}"
+        );
+    }
+
+    // Proves VMs carry their vCPUs and memory as utilization and a declared capacity limits
+    // what a host takes, while a host that declared nothing sets no limit.
+    #[test]
+    fn vms_use_declared_capacity_and_undeclared_hosts_set_no_limit() {
+        let mut state = ClusterState::default();
+        for (id, name) in [(1, "alpha"), (2, "beta")] {
+            state.nodes.insert(
+                crate::NodeName::new(name).unwrap(),
+                crate::NodeRecord {
+                    name: crate::NodeName::new(name).unwrap(),
+                    node_id: id,
+                    address: format!("127.0.0.1:{}", 7000 + id),
+                    role: NodeRole::Member,
+                    joined_ms: 0,
+                    mode: NodeMode::Online,
+                    fencing: crate::fencing::Fencing::None,
+                    self_fencing: None,
+                    capacity: Default::default(),
+                },
+            );
+        }
+        state
+            .nodes
+            .values_mut()
+            .find(|node| node.name.as_str() == "alpha")
+            .unwrap()
+            .capacity = [("cpu".to_string(), 2), ("memory".to_string(), 1024)].into();
+        let vm = crate::resource::VmConfig {
+            uuid: "00000000-0000-0000-0000-000000000001".into(),
+            vcpus: 2,
+            memory_mib: 768,
+            machine: "pc".into(),
+            cpu_model: "host".into(),
+            disks: Vec::new(),
+            nics: Vec::new(),
+            boot: crate::resource::VmBoot::Disk,
+            address: None,
+        };
+        for name in ["vm1", "vm2"] {
+            state.config.resources.insert(
+                name.into(),
+                crate::resource::ResourceConfig {
+                    name: name.into(),
+                    kind: ResourceKind::Vm(crate::resource::VmConfig {
+                        uuid: format!("{name}-uuid"),
+                        ..vm.clone()
+                    }),
+                    target_role: TargetRole::Started,
+                    priority: 0,
+                    preferred_host: Some("alpha".into()),
+                    clone: None,
+                },
+            );
+        }
+        let alive: BTreeSet<String> = ["alpha".to_string(), "beta".to_string()].into();
+        let view = scheduler_view(&state, &alive, 0);
+        assert_eq!(view.resources[0].utilization["memory"], 768);
+        assert_eq!(view.resources[0].utilization["cpu"], 2);
+        assert_eq!(view.hosts[0].capacity["memory"], 1024);
+        assert!(view.hosts[1].capacity["memory"] >= UNDECLARED);
+        // Both prefer alpha; only one fits there, the other goes to beta.
+        let plan = hafen_scheduler::schedule(&view, &hafen_scheduler::Request::default()).unwrap();
+        let hosts: BTreeSet<String> = plan
+            .actions
+            .iter()
+            .filter_map(|action| match &action.kind {
+                hafen_scheduler::ActionKind::Start { host } => Some(host.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            hosts,
+            BTreeSet::from(["alpha".to_string(), "beta".to_string()])
         );
     }
 }

@@ -89,6 +89,10 @@ pub struct NodeRecord {
     /// device or an operator can confirm it fenced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_fencing: Option<crate::fencing::SelfFencing>,
+    /// What the node declares it can hold (`cpu`: hardware threads, `memory`: MiB), from
+    /// its heartbeats; empty until declared (then the scheduler sets it no limit).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, u64>,
 }
 
 /// The public facts of a node, as command outcomes report them.
@@ -351,6 +355,36 @@ impl ClusterState {
                     ),
                 };
                 self.event(now_ms, "fencing", message);
+                Ok(Outcome::Done)
+            }
+            Command::DeclareCapacity { name, capacity } => {
+                if let Some((key, _)) = capacity
+                    .iter()
+                    .find(|(key, value)| !matches!(key.as_str(), "cpu" | "memory") || **value == 0)
+                {
+                    return Err(Rejection::Invalid(format!(
+                        "node {name}: capacity {key} must be cpu or memory, above 0"
+                    )));
+                }
+                let node = self.node_mut(name)?;
+                if node.capacity == *capacity {
+                    return Err(Rejection::Conflict(format!(
+                        "node {name} already declared this capacity"
+                    )));
+                }
+                node.capacity = capacity.clone();
+                let listed: Vec<String> = capacity
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                self.event(
+                    now_ms,
+                    "membership",
+                    format!(
+                        "node {name} declares capacity {} (memory in MiB)",
+                        listed.join(" ")
+                    ),
+                );
                 Ok(Outcome::Done)
             }
             Command::HostRejoined { name } => {
@@ -693,6 +727,7 @@ impl ClusterState {
             mode: NodeMode::Online,
             fencing: crate::fencing::Fencing::None,
             self_fencing: None,
+            capacity: BTreeMap::new(),
         })
     }
 

@@ -482,6 +482,24 @@ fn colocation_and_ordering_constraints_place_and_sequence_agent_resources() {
     ));
     let events = runtime.block_on(client.events(None)).unwrap();
     let db_running = event_id(&events, before_start, "db running").expect("db ran");
+    // Every member declared what it can hold (the scheduler's capacity for VMs).
+    runtime.block_on(eventually(
+        "each node to declare its capacity",
+        Duration::from_secs(10),
+        || async {
+            let events = client.events(None).await.ok()?;
+            ["node1", "node2", "node3"]
+                .iter()
+                .all(|node| {
+                    events.iter().any(|event| {
+                        event
+                            .message
+                            .starts_with(&format!("node {node} declares capacity cpu="))
+                    })
+                })
+                .then_some(())
+        },
+    ));
     let web_starting = event_id(&events, before_start, "web starting").expect("web started");
     assert!(
         db_running < web_starting,

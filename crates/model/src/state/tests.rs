@@ -372,3 +372,38 @@ fn fencing_releases_with_a_new_generation_and_keeps_a_migration_destination() {
     assert!(error.to_string().contains("stale transition"), "{error}");
     assert_eq!(state.runtime, before);
 }
+
+// Proves a node's capacity declaration is committed once (the same again is refused, so
+// heartbeats do not flood the log) and an unknown key or a zero is refused, naming it.
+#[test]
+fn capacity_declarations_are_checked_and_committed_once() {
+    let mut state = bootstrapped();
+    let declare = |id: &str, capacity: &[(&str, u64)]| {
+        envelope(
+            id,
+            2_000,
+            Command::DeclareCapacity {
+                name: "alpha".into(),
+                capacity: capacity
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), *value))
+                    .collect(),
+            },
+        )
+    };
+    state
+        .apply(&declare("a", &[("cpu", 2), ("memory", 1024)]))
+        .unwrap();
+    let node = state.nodes.values().next().unwrap();
+    assert_eq!(node.capacity["memory"], 1024);
+    let again = state
+        .apply(&declare("b", &[("cpu", 2), ("memory", 1024)]))
+        .unwrap_err();
+    assert!(again.to_string().contains("already declared"), "{again}");
+    for (id, bad, says) in [("c", ("gpu", 1), "gpu"), ("d", ("cpu", 0), "cpu")] {
+        let before = state.clone();
+        let error = state.apply(&declare(id, &[bad])).unwrap_err().to_string();
+        assert!(error.contains(says), "{error}");
+        assert_eq!(state.nodes, before.nodes, "a refusal changes nothing");
+    }
+}
