@@ -314,6 +314,12 @@ pub struct MigrateRequest {
     pub lifetime_s: Option<u64>,
 }
 
+/// `resource meta NAME key=value ...`: meta-attributes to set (a value) or unset (`null`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MetaRequest {
+    pub values: std::collections::BTreeMap<String, Option<String>>,
+}
+
 /// A group: members run on one host and start in the order listed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GroupInfo {
@@ -458,4 +464,7 @@ pub struct ResourceInfo {
     /// Clones: `clone`, or `promotable clone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone: Option<String>,
+    /// Meta-attributes set on it (`resource-stickiness`, `migration-threshold`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
 }

@@ -85,6 +85,7 @@ pub type SharedContext = Arc<ApiContext>;
         vms::add_constraint,
         vms::remove_constraint,
         resources::cleanup_resource,
+        resources::set_meta,
         resources::list_groups,
         resources::set_group,
         resources::remove_group,
@@ -175,6 +176,7 @@ pub fn router(context: SharedContext) -> Router {
             "/resources/{name}/cleanup",
             post(resources::cleanup_resource),
         )
+        .route("/resources/{name}/meta", post(resources::set_meta))
         .route(
             "/groups",
             get(resources::list_groups).post(resources::set_group),

@@ -44,6 +44,7 @@ pub(crate) fn resource_info(state: &ClusterState, name: &str) -> Option<Resource
                 promoted: instance.promoted,
             })
             .collect(),
+        meta: resource.meta.pairs().into_iter().collect(),
         clone: resource.clone.map(|clone| {
             if clone.promotable {
                 "promotable clone".to_string()
@@ -66,6 +67,28 @@ pub(crate) async fn cleanup_resource(
         &context,
         &headers,
         hafen_model::Command::CleanupResource { name: name.clone() },
+    )
+    .await?;
+    let state = context.replica.read_shared().await?;
+    Ok(Json(lookup(&state, &name)?))
+}
+
+/// `resource meta NAME key=value ...`: sets or unsets meta-attributes, all or none.
+#[utoipa::path(post, path = "/api/v1/resources/{name}/meta", request_body = hafen_api_types::MetaRequest, responses((status = 200, body = ResourceInfo), (status = 400, body = hafen_api_types::ErrorBody), (status = 404, body = hafen_api_types::ErrorBody)))]
+pub(crate) async fn set_meta(
+    State(context): State<SharedContext>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(request): Json<hafen_api_types::MetaRequest>,
+) -> ApiResult<ResourceInfo> {
+    let change = hafen_model::ConfigChange::SetMeta {
+        name: name.clone(),
+        values: request.values,
+    };
+    crate::handlers::submit(
+        &context,
+        &headers,
+        hafen_model::Command::Configure { change },
     )
     .await?;
     let state = context.replica.read_shared().await?;
@@ -196,6 +219,7 @@ pub(crate) async fn add_resource(
                 promotable: spec.promotable,
                 promoted_max: spec.promoted_max.unwrap_or(1),
             }),
+        meta: Default::default(),
     };
     // Held from the probe to the start: in between the resource may run (a copy the probe
     // kept) while its role is still Stopped, and the reconciler must not stop it.

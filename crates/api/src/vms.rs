@@ -181,6 +181,7 @@ pub(crate) async fn create_vm(
         priority: 0,
         preferred_host: request.host.clone(),
         clone: None,
+        meta: Default::default(),
     };
     if let Some(host) = &request.host
         && !state.nodes.keys().any(|node| node.as_str() == host)

@@ -781,6 +781,23 @@ async fn resource(global: &GlobalArgs, command: crate::ResourceCommand) -> anyho
                 println!("{name}: failures forgotten");
             }
         }
+        ResourceCommand::Meta { name, values } => {
+            let mut parsed = std::collections::BTreeMap::new();
+            for pair in values {
+                let Some((key, value)) = pair.split_once('=') else {
+                    anyhow::bail!("{pair:?}: meta-attributes are key=value (key= unsets)");
+                };
+                let value = (!value.is_empty()).then(|| value.to_string());
+                parsed.insert(key.to_string(), value);
+            }
+            let info = client.set_meta(&name, parsed).await?;
+            show(&info);
+            if !json {
+                for (key, value) in &info.meta {
+                    println!("{key}={value}");
+                }
+            }
+        }
         ResourceCommand::Group(crate::GroupCommand::Add { name, members }) => {
             let group = client
                 .set_group(&hafen_api_types::GroupInfo { name, members })

@@ -249,6 +249,13 @@ pub enum ResourceCommand {
     Cleanup {
         name: String,
     },
+    /// Meta-attributes: `resource meta NAME resource-stickiness=100 migration-threshold=1`;
+    /// `key=` unsets one.
+    Meta {
+        name: String,
+        #[arg(required = true)]
+        values: Vec<String>,
+    },
     /// Groups: members run on one host and start in the order listed (stop in reverse).
     #[command(subcommand)]
     Group(GroupCommand),

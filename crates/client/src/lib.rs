@@ -486,6 +486,21 @@ impl Client {
         .await
     }
 
+    pub async fn set_meta(
+        &self,
+        name: &str,
+        values: std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<ResourceInfo, ClientError> {
+        let body =
+            serde_json::to_value(hafen_api_types::MetaRequest { values }).expect("serializes");
+        self.call(
+            Method::POST,
+            &format!("/api/v1/resources/{}/meta", encode(name)),
+            Some(body),
+        )
+        .await
+    }
+
     pub async fn groups(&self) -> Result<Vec<hafen_api_types::GroupInfo>, ClientError> {
         self.call(Method::GET, "/api/v1/groups", None).await
     }

@@ -79,6 +79,11 @@ pub enum ConfigChange {
         name: String,
         role: TargetRole,
     },
+    /// Sets (`Some`) or unsets (`None`) meta-attributes of a resource, all or none.
+    SetMeta {
+        name: String,
+        values: BTreeMap<String, Option<String>>,
+    },
     /// Adds a location constraint, replacing one with the same id.
     SetConstraint {
         constraint: LocationConstraint,
@@ -127,6 +132,16 @@ impl ConfigChange {
             ConfigChange::RemoveResource { name } => format!("remove resource {name}"),
             ConfigChange::SetTargetRole { name, role } => {
                 format!("set target-role of {name} to {role:?}")
+            }
+            ConfigChange::SetMeta { name, values } => {
+                let listed: Vec<String> = values
+                    .iter()
+                    .map(|(key, value)| match value {
+                        Some(value) => format!("{key}={value}"),
+                        None => format!("{key} unset"),
+                    })
+                    .collect();
+                format!("meta of {name}: {}", listed.join(", "))
             }
             ConfigChange::SetConstraint { constraint } => format!(
                 "constraint {}: {} on {} scores {}",
@@ -320,6 +335,22 @@ impl ClusterConfig {
                 };
                 resource.target_role = *role;
             }
+            ConfigChange::SetMeta { name, values } => {
+                let Some(resource) = next.resources.get_mut(name) else {
+                    return Err(ConfigError::NotFound(format!("no resource named {name}")));
+                };
+                if values.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name}: no meta-attribute given"
+                    )));
+                }
+                for (key, value) in values {
+                    resource
+                        .meta
+                        .set(key, value.as_deref())
+                        .map_err(|reason| ConfigError::Invalid(format!("{name}: {reason}")))?;
+                }
+            }
         }
         Ok(next)
     }
@@ -430,6 +461,7 @@ mod tests {
                 priority: 0,
                 preferred_host: None,
                 clone: None,
+                meta: Default::default(),
             },
         }
     }
@@ -529,6 +561,59 @@ mod tests {
                 members: members.iter().map(|member| member.to_string()).collect(),
             },
         }
+    }
+
+    // Proves meta-attributes are set and unset all or none, refuse unknown keys and bad
+    // values naming them, and reach the scheduler.
+    #[test]
+    fn meta_attributes_apply_all_or_none_and_reach_the_scheduler() {
+        let mut config = ClusterConfig::default().with_change(&dummy("db")).unwrap();
+        let meta = |pairs: &[(&str, Option<&str>)]| ConfigChange::SetMeta {
+            name: "db".into(),
+            values: pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.map(str::to_string)))
+                .collect(),
+        };
+        config = config
+            .with_change(&meta(&[
+                ("resource-stickiness", Some("INFINITY")),
+                ("migration-threshold", Some("1")),
+            ]))
+            .unwrap();
+        for (bad, says) in [
+            (
+                meta(&[("resource-stickiness", Some("5")), ("colour", Some("red"))]),
+                "colour",
+            ),
+            (
+                meta(&[("migration-threshold", Some("0"))]),
+                "migration-threshold",
+            ),
+            (
+                meta(&[("resource-stickiness", Some("lots"))]),
+                "resource-stickiness",
+            ),
+            (meta(&[]), "no meta-attribute"),
+        ] {
+            let error = config.with_change(&bad).unwrap_err().to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        let state = crate::ClusterState {
+            config: config.clone(),
+            ..crate::ClusterState::default()
+        };
+        let view = crate::placement::scheduler_view(&state, &Default::default(), 0);
+        assert_eq!(
+            view.resources[0].stickiness,
+            Some(hafen_scheduler::Score::new(1_000_000))
+        );
+        assert_eq!(view.resources[0].migration_threshold, Some(1));
+        let unset = config
+            .with_change(&meta(&[("resource-stickiness", None)]))
+            .unwrap();
+        assert_eq!(unset.resources["db"].meta.stickiness, None);
+        assert_eq!(unset.resources["db"].meta.migration_threshold, Some(1));
     }
 
     #[test]

@@ -138,6 +138,8 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
             };
             scheduled.priority = resource.priority;
             scheduled.allow_migrate = matches!(resource.kind, ResourceKind::Vm(_));
+            scheduled.stickiness = resource.meta.stickiness.map(Score::new);
+            scheduled.migration_threshold = resource.meta.migration_threshold;
             if let ResourceKind::Vm(vm) = &resource.kind {
                 scheduled.utilization = [
                     ("cpu".to_string(), u64::from(vm.vcpus)),
@@ -316,6 +318,7 @@ mod clone_tests {
                     promotable: true,
                     promoted_max: 1,
                 }),
+                meta: Default::default(),
             },
         );
         let runtime = state.runtime.entry("db".into()).or_default();
@@ -408,6 +411,7 @@ mod clone_tests {
                     priority: 0,
                     preferred_host: Some("alpha".into()),
                     clone: None,
+                    meta: Default::default(),
                 },
             );
         }

@@ -28,6 +28,91 @@ pub struct ResourceConfig {
     /// Run as a clone: several instances (resource agents only, never VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clone: Option<CloneConfig>,
+    /// Pacemaker's meta-attributes that override cluster-wide defaults.
+    #[serde(default, skip_serializing_if = "ResourceMeta::is_empty")]
+    pub meta: ResourceMeta,
+}
+
+/// A resource's own placement settings (`resource meta NAME key=value`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceMeta {
+    /// `resource-stickiness`: preference to stay where it runs (overrides
+    /// `default-resource-stickiness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<i64>,
+    /// `migration-threshold`: failures on a host after which it moves elsewhere
+    /// (overrides the default of 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_threshold: Option<u32>,
+}
+
+impl ResourceMeta {
+    pub fn is_empty(&self) -> bool {
+        *self == ResourceMeta::default()
+    }
+
+    /// The meta-attributes as `key=value` pairs, for display.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let mut pairs = Vec::new();
+        if let Some(stickiness) = self.stickiness {
+            pairs.push(("resource-stickiness".to_string(), score_text(stickiness)));
+        }
+        if let Some(threshold) = self.migration_threshold {
+            pairs.push(("migration-threshold".to_string(), threshold.to_string()));
+        }
+        pairs
+    }
+
+    /// Sets (`Some`) or unsets (`None`) one meta-attribute, refusing an unknown key or a bad
+    /// value with the reason.
+    pub fn set(&mut self, key: &str, value: Option<&str>) -> Result<(), String> {
+        match key {
+            "resource-stickiness" => {
+                self.stickiness = value
+                    .map(|value| {
+                        parse_score(value).ok_or_else(|| {
+                            format!("resource-stickiness {value:?} must be an integer, INFINITY or -INFINITY")
+                        })
+                    })
+                    .transpose()?;
+            }
+            "migration-threshold" => {
+                self.migration_threshold = value
+                    .map(|value| match value.parse::<u32>() {
+                        Ok(threshold) if (1..=1_000_000).contains(&threshold) => Ok(threshold),
+                        _ => Err(format!(
+                            "migration-threshold {value:?} must be an integer from 1 to 1000000"
+                        )),
+                    })
+                    .transpose()?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown meta-attribute {other:?}: resource-stickiness or migration-threshold"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_score(text: &str) -> Option<i64> {
+    match text {
+        "INFINITY" | "+INFINITY" => Some(1_000_000),
+        "-INFINITY" => Some(-1_000_000),
+        other => other
+            .parse::<i64>()
+            .ok()
+            .filter(|score| (-1_000_000..=1_000_000).contains(score)),
+    }
+}
+
+fn score_text(score: i64) -> String {
+    match score {
+        1_000_000 => "INFINITY".to_string(),
+        -1_000_000 => "-INFINITY".to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// A clone's shape, as Pacemaker's clone meta-attributes.

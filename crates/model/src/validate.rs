@@ -384,6 +384,7 @@ mod tests {
             priority: 0,
             preferred_host: None,
             clone: None,
+            meta: Default::default(),
         }
     }
 

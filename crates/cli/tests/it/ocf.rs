@@ -546,6 +546,34 @@ fn a_group_runs_its_members_together_and_in_order() {
     let groups = runtime.block_on(client.groups()).unwrap();
     assert_eq!(groups.len(), 1, "{groups:?}");
 
+    // Meta-attributes: all or none, an unknown one named.
+    let refused = cli(
+        &cluster,
+        &[
+            "resource",
+            "meta",
+            "app",
+            "resource-stickiness=50",
+            "colour=red",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("colour"),
+        "{refused:?}"
+    );
+    let output = cli(
+        &cluster,
+        &["resource", "meta", "app", "resource-stickiness=INFINITY"],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let app = runtime.block_on(client.resource("app")).unwrap();
+    assert_eq!(
+        app.meta.get("resource-stickiness").map(String::as_str),
+        Some("INFINITY"),
+        "{app:?}"
+    );
+
     for name in ["app", "ip"] {
         assert!(cli(&cluster, &["resource", "start", name]).status.success());
     }

@@ -310,6 +310,7 @@ fn fencing_releases_with_a_new_generation_and_keeps_a_migration_destination() {
                 priority: 0,
                 preferred_host: None,
                 clone: None,
+                meta: Default::default(),
             },
         );
         let runtime = state.runtime.entry(name.into()).or_default();
