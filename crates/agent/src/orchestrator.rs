@@ -122,6 +122,8 @@ pub struct Orchestrator {
     watchdog_timeout_ms: Option<u64>,
     /// This node's own capacity, declared the same way.
     capacity: BTreeMap<String, u64>,
+    /// What the last plan could not place, and why (logged when it changes).
+    last_pending: Mutex<BTreeMap<String, String>>,
     /// The members this leader has seen answer since they last came back (per term): a
     /// member that comes back (or joins) is probed once.
     seen_alive: Mutex<(u64, BTreeSet<String>)>,
@@ -187,6 +189,7 @@ impl Orchestrator {
         Self {
             watchdog_timeout_ms,
             capacity: crate::capacity::local(),
+            last_pending: Mutex::new(BTreeMap::new()),
             seen_alive: Mutex::new((0, BTreeSet::new())),
             rejoined_unprobed: Mutex::new(BTreeSet::new()),
             replica,
@@ -1219,6 +1222,7 @@ impl Orchestrator {
                 return;
             }
         };
+        self.log_pending(&plan.pending);
         // Only actions tried now: one backing off after a failure keeps its monitor.
         let planned: BTreeSet<&str> = plan
             .actions
@@ -1349,6 +1353,22 @@ impl Orchestrator {
                 }
             }
         }
+    }
+
+    /// Logs each resource the scheduler cannot place, once per reason (why a resource does
+    /// not run shows in the log without a log line every pass).
+    fn log_pending(&self, pending: &[hafen_scheduler::Pending]) {
+        let now: BTreeMap<String, String> = pending
+            .iter()
+            .map(|pending| (pending.resource.clone(), pending.reason.clone()))
+            .collect();
+        let mut last = self.last_pending.lock().expect("lock poisoned");
+        for (resource, reason) in &now {
+            if last.get(resource) != Some(reason) {
+                tracing::info!(%resource, %reason, "not placed");
+            }
+        }
+        *last = now;
     }
 
     /// Whether `name` is the `then` of a mandatory ordering or follows another member of
