@@ -347,9 +347,17 @@ impl Orchestrator {
                 return;
             }
             seen.1.retain(|host| alive.contains(host));
+            // A member that rejoined and is still unprobed is probed whether or not this
+            // leader saw it come back: a leader elected after its return counted it as seen
+            // at the start of its term, and the member took no work ever after (CI).
+            let unprobed = self
+                .rejoined_unprobed
+                .lock()
+                .expect("lock poisoned")
+                .clone();
             alive
                 .iter()
-                .filter(|host| !seen.1.contains(*host))
+                .filter(|host| !seen.1.contains(*host) || unprobed.contains(*host))
                 .cloned()
                 .collect()
         };
