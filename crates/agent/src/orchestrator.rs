@@ -212,6 +212,11 @@ impl Orchestrator {
         &self.local
     }
 
+    /// This host's capacity as read at start (what its heartbeats declare).
+    pub fn local_capacity(&self) -> &BTreeMap<String, u64> {
+        &self.capacity
+    }
+
     /// Whether the action keyed `key` (a resource, or `fence:NODE`) failed within the
     /// last [`RETRY_BACKOFF`] and waits before it is tried again.
     fn backing_off(&self, key: &str) -> bool {

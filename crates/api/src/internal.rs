@@ -68,21 +68,17 @@ pub(crate) async fn heartbeat(
         return not_granted;
     }
     let state = context.orchestrator.local_state();
-    let declared_differs = state
+    let record = state
         .nodes
         .values()
-        .find(|node| node.node_id == heartbeat.node_id)
-        .is_some_and(|node| {
-            node.self_fencing
-                .map(|declared| declared.watchdog_timeout_ms)
-                != heartbeat.watchdog_timeout_ms
-        });
+        .find(|node| node.node_id == heartbeat.node_id);
+    let declared_differs = record.is_some_and(|node| {
+        node.self_fencing
+            .map(|declared| declared.watchdog_timeout_ms)
+            != heartbeat.watchdog_timeout_ms
+    });
     let capacity_differs = !heartbeat.capacity.is_empty()
-        && state
-            .nodes
-            .values()
-            .find(|node| node.node_id == heartbeat.node_id)
-            .is_some_and(|node| node.capacity != heartbeat.capacity);
+        && record.is_some_and(|node| node.capacity != heartbeat.capacity);
     if declared_differs || capacity_differs {
         let orchestrator = context.orchestrator.clone();
         tokio::spawn(async move {

@@ -556,13 +556,9 @@ fn print_node(global: &GlobalArgs, node: &hafen_api_types::NodeStatus) {
 }
 
 fn parse_score(text: &str) -> anyhow::Result<i64> {
-    match text {
-        "INFINITY" | "+INFINITY" | "inf" => Ok(1_000_000),
-        "-INFINITY" | "-inf" => Ok(-1_000_000),
-        _ => text
-            .parse()
-            .map_err(|_| anyhow!("bad score {text:?}: expected an integer, INFINITY or -INFINITY")),
-    }
+    hafen_model::resource::parse_score(text).ok_or_else(|| {
+        anyhow!("bad score {text:?}: expected an integer within ±1000000, INFINITY or -INFINITY")
+    })
 }
 
 async fn constraint(global: &GlobalArgs, command: ConstraintCommand) -> anyhow::Result<()> {

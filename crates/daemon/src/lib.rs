@@ -92,6 +92,7 @@ pub async fn run(
             .as_ref()
             .map(|_| config.watchdog_timeout_ms),
     ));
+    let capacity = orchestrator.local_capacity().clone();
     let context = Arc::new(ApiContext {
         replica: replica.clone(),
         peer: peer.clone(),
@@ -151,7 +152,7 @@ pub async fn run(
                     .watchdog_device
                     .as_ref()
                     .map(|_| config.watchdog_timeout_ms),
-                capacity: hafen_agent::capacity::local(),
+                capacity: capacity.clone(),
             },
             Duration::from_millis(config.timeouts.heartbeat_interval_ms),
             stopped.clone(),

@@ -445,24 +445,11 @@ pub fn diff(before: &ClusterConfig, after: &ClusterConfig) -> Vec<DiffLine> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{OcfResourceConfig, OrderingKind};
+    use crate::resource::OrderingKind;
 
     fn dummy(name: &str) -> ConfigChange {
         ConfigChange::AddResource {
-            resource: ResourceConfig {
-                name: name.to_string(),
-                kind: ResourceKind::Ocf(OcfResourceConfig {
-                    agent: "ocf:heartbeat:Dummy".to_string(),
-                    parameters: Default::default(),
-                    monitor_interval_ms: 10_000,
-                    operation_timeout_ms: 20_000,
-                }),
-                target_role: TargetRole::Started,
-                priority: 0,
-                preferred_host: None,
-                clone: None,
-                meta: Default::default(),
-            },
+            resource: crate::resource::test_agent_resource(name, "ocf:heartbeat:Dummy"),
         }
     }
 

@@ -231,6 +231,24 @@ pub fn scheduler_view(state: &ClusterState, alive: &BTreeSet<String>, now_ms: u6
     }
 }
 
+/// An online member (or witness) record for tests.
+#[cfg(test)]
+fn test_node(id: u64, name: &str, role: NodeRole) -> (crate::NodeName, crate::NodeRecord) {
+    let key = crate::NodeName::new(name).unwrap();
+    let record = crate::NodeRecord {
+        name: key.clone(),
+        node_id: id,
+        address: format!("127.0.0.1:{}", 7000 + id),
+        role,
+        joined_ms: 0,
+        mode: NodeMode::Online,
+        fencing: crate::fencing::Fencing::None,
+        self_fencing: None,
+        capacity: Default::default(),
+    };
+    (key, record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,20 +261,8 @@ mod tests {
             (2, "beta", NodeRole::Member),
             (3, "gamma", NodeRole::Witness),
         ] {
-            state.nodes.insert(
-                crate::NodeName::new(name).unwrap(),
-                crate::NodeRecord {
-                    name: crate::NodeName::new(name).unwrap(),
-                    node_id: id,
-                    address: format!("127.0.0.1:{}", 7000 + id),
-                    role,
-                    joined_ms: 0,
-                    mode: NodeMode::Online,
-                    fencing: crate::fencing::Fencing::None,
-                    self_fencing: None,
-                    capacity: Default::default(),
-                },
-            );
+            let (key, record) = test_node(id, name, role);
+            state.nodes.insert(key, record);
         }
         let alive: BTreeSet<String> = ["alpha".to_string()].into();
         let view = scheduler_view(&state, &alive, 0);
@@ -284,20 +290,8 @@ mod clone_tests {
     fn a_returning_host_gets_a_clone_instance() {
         let mut state = ClusterState::default();
         for (id, name) in [(1, "node1"), (2, "node2"), (3, "node3")] {
-            state.nodes.insert(
-                crate::NodeName::new(name).unwrap(),
-                crate::NodeRecord {
-                    name: crate::NodeName::new(name).unwrap(),
-                    node_id: id,
-                    address: format!("127.0.0.1:{}", 7000 + id),
-                    role: NodeRole::Member,
-                    joined_ms: 0,
-                    mode: NodeMode::Online,
-                    fencing: crate::fencing::Fencing::None,
-                    self_fencing: None,
-                    capacity: Default::default(),
-                },
-            );
+            let (key, record) = test_node(id, name, NodeRole::Member);
+            state.nodes.insert(key, record);
         }
         state.config.resources.insert(
             "db".into(),
@@ -366,20 +360,8 @@ mod clone_tests {
     fn vms_use_declared_capacity_and_undeclared_hosts_set_no_limit() {
         let mut state = ClusterState::default();
         for (id, name) in [(1, "alpha"), (2, "beta")] {
-            state.nodes.insert(
-                crate::NodeName::new(name).unwrap(),
-                crate::NodeRecord {
-                    name: crate::NodeName::new(name).unwrap(),
-                    node_id: id,
-                    address: format!("127.0.0.1:{}", 7000 + id),
-                    role: NodeRole::Member,
-                    joined_ms: 0,
-                    mode: NodeMode::Online,
-                    fencing: crate::fencing::Fencing::None,
-                    self_fencing: None,
-                    capacity: Default::default(),
-                },
-            );
+            let (key, record) = test_node(id, name, NodeRole::Member);
+            state.nodes.insert(key, record);
         }
         state
             .nodes

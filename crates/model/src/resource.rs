@@ -96,21 +96,25 @@ impl ResourceMeta {
     }
 }
 
-fn parse_score(text: &str) -> Option<i64> {
+/// A score as operators write it: an integer within ±INFINITY, `INFINITY` (also `+INFINITY`,
+/// `inf`) or `-INFINITY` (`-inf`).
+pub fn parse_score(text: &str) -> Option<i64> {
+    use crate::validate::INFINITY;
     match text {
-        "INFINITY" | "+INFINITY" => Some(1_000_000),
-        "-INFINITY" => Some(-1_000_000),
+        "INFINITY" | "+INFINITY" | "inf" => Some(INFINITY),
+        "-INFINITY" | "-inf" => Some(-INFINITY),
         other => other
             .parse::<i64>()
             .ok()
-            .filter(|score| (-1_000_000..=1_000_000).contains(score)),
+            .filter(|score| (-INFINITY..=INFINITY).contains(score)),
     }
 }
 
 fn score_text(score: i64) -> String {
+    use crate::validate::INFINITY;
     match score {
-        1_000_000 => "INFINITY".to_string(),
-        -1_000_000 => "-INFINITY".to_string(),
+        INFINITY => "INFINITY".to_string(),
+        score if score == -INFINITY => "-INFINITY".to_string(),
         other => other.to_string(),
     }
 }
@@ -410,4 +414,23 @@ pub struct LocationConstraint {
     /// Wall-clock milliseconds after which it no longer applies.
     #[serde(default)]
     pub expires_ms: Option<u64>,
+}
+
+/// A started resource run by `agent` (a test fixture shared by the model's tests).
+#[cfg(test)]
+pub(crate) fn test_agent_resource(name: &str, agent: &str) -> ResourceConfig {
+    ResourceConfig {
+        name: name.to_string(),
+        kind: ResourceKind::Ocf(OcfResourceConfig {
+            agent: agent.to_string(),
+            parameters: Default::default(),
+            monitor_interval_ms: 1000,
+            operation_timeout_ms: 20_000,
+        }),
+        target_role: TargetRole::Started,
+        priority: 0,
+        preferred_host: None,
+        clone: None,
+        meta: Default::default(),
+    }
 }

@@ -271,7 +271,6 @@ fn cleanup_forgets_failures_of_a_known_resource_only() {
 /// starting on its destination (its only possible copy).
 #[test]
 fn fencing_releases_with_a_new_generation_and_keeps_a_migration_destination() {
-    use crate::resource::{OcfResourceConfig, ResourceConfig, ResourceKind, TargetRole};
     let mut state = bootstrapped();
     state
         .apply(&envelope(
@@ -298,20 +297,7 @@ fn fencing_releases_with_a_new_generation_and_keeps_a_migration_destination() {
     for name in ["still", "moving"] {
         state.config.resources.insert(
             name.into(),
-            ResourceConfig {
-                name: name.into(),
-                kind: ResourceKind::Ocf(OcfResourceConfig {
-                    agent: "ocf:heartbeat:Dummy".into(),
-                    parameters: Default::default(),
-                    monitor_interval_ms: 1000,
-                    operation_timeout_ms: 20_000,
-                }),
-                target_role: TargetRole::Started,
-                priority: 0,
-                preferred_host: None,
-                clone: None,
-                meta: Default::default(),
-            },
+            crate::resource::test_agent_resource(name, "ocf:heartbeat:Dummy"),
         );
         let runtime = state.runtime.entry(name.into()).or_default();
         runtime.generation = 4;
